@@ -1,0 +1,138 @@
+"""Weights on the wire: one buffer cut into parts, and the checks that put it back together.
+
+A stream is a sequence of ``WeightsPart`` messages. The first carries a ``WeightsHeader`` (proposal id,
+encoding, sha256); every part carries its ``offset`` and the buffer's ``total_bytes``. The receiver refuses
+anything that is not contiguous, complete, within its size cap and equal to the declared sha256, so a
+broken or hostile stream never reaches a model.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+
+from colearn_contract.v1 import learner_pb2 as pb
+from colearn_contract.weights_codec import ENCODING, sha256_hex
+
+MIB = 1024 * 1024
+MIN_PART_BYTES = 1 * MIB
+MAX_PART_BYTES = 4 * MIB
+DEFAULT_PART_BYTES = 2 * MIB
+_SHA256_HEX = re.compile(r"[0-9a-f]{64}")
+
+
+class WeightsStreamError(ValueError):
+    """A weights stream broke the framing rules; the message says which rule."""
+
+
+@dataclass(frozen=True)
+class EncodedWeights:
+    """Weights as opaque encoded bytes: what travels, and all the backend ever holds."""
+
+    data: bytes
+    sha256: str
+    proposal_id: str = ""
+    encoding: str = ENCODING
+
+    @classmethod
+    def wrap(cls, data: bytes, proposal_id: str = "") -> EncodedWeights:
+        return cls(data=data, sha256=sha256_hex(data), proposal_id=proposal_id)
+
+    @property
+    def size(self) -> int:
+        return len(self.data)
+
+
+def iter_parts(weights: EncodedWeights, part_bytes: int = DEFAULT_PART_BYTES) -> Iterator[pb.WeightsPart]:
+    """Yields the parts of one buffer; an empty buffer still yields one part, which carries the header."""
+    if not MIN_PART_BYTES <= part_bytes <= MAX_PART_BYTES:
+        raise ValueError(f"part_bytes must be between {MIN_PART_BYTES} and {MAX_PART_BYTES}")
+    # memoryview slices cost nothing; protobuf needs bytes, so each part is copied once, part by part,
+    # rather than the whole buffer at once.
+    view = memoryview(weights.data)
+    total = len(view)
+    header = pb.WeightsHeader(
+        proposal_id=weights.proposal_id, encoding=weights.encoding, sha256=weights.sha256
+    )
+    offset = 0
+    while True:
+        chunk = bytes(view[offset : offset + part_bytes])
+        part = pb.WeightsPart(offset=offset, total_bytes=total, data=chunk)
+        if offset == 0:
+            part.header.CopyFrom(header)
+        yield part
+        offset += len(chunk)
+        if offset >= total:
+            return
+
+
+class WeightsAssembler:
+    """Checks parts as they arrive and hashes them on the way, so a bad stream fails at its first bad part."""
+
+    def __init__(self, max_total_bytes: int) -> None:
+        self._max_total_bytes = max_total_bytes
+        self._header: pb.WeightsHeader | None = None
+        self._total = 0
+        self._received = 0
+        self._chunks: list[bytes] = []
+        self._hasher = hashlib.sha256()
+
+    def add(self, part: pb.WeightsPart) -> None:
+        if self._header is None:
+            self._start(part)
+        elif part.HasField("header"):
+            raise WeightsStreamError("only the first part may carry a header")
+        if part.total_bytes != self._total:
+            raise WeightsStreamError(
+                f"total_bytes changed mid-stream: {part.total_bytes} after {self._total}"
+            )
+        if part.offset != self._received:
+            raise WeightsStreamError(
+                f"parts are not contiguous: expected offset {self._received}, got {part.offset}"
+            )
+        if self._received + len(part.data) > self._total:
+            raise WeightsStreamError(
+                f"part at offset {part.offset} with {len(part.data)} bytes runs past total_bytes {self._total}"
+            )
+        self._received += len(part.data)
+        self._hasher.update(part.data)
+        self._chunks.append(part.data)
+
+    def _start(self, part: pb.WeightsPart) -> None:
+        if not part.HasField("header"):
+            raise WeightsStreamError("the first part must carry a header (proposal_id, encoding, sha256)")
+        header = part.header
+        if header.encoding != ENCODING:
+            raise WeightsStreamError(f"unknown encoding {header.encoding!r}; valid: {ENCODING!r}")
+        if not _SHA256_HEX.fullmatch(header.sha256):
+            raise WeightsStreamError("header sha256 must be 64 lowercase hex digits")
+        if part.total_bytes > self._max_total_bytes:
+            raise WeightsStreamError(
+                f"total_bytes {part.total_bytes} exceeds this learner's limit of {self._max_total_bytes}"
+            )
+        self._header = header
+        self._total = part.total_bytes
+
+    def finish(self) -> EncodedWeights:
+        if self._header is None:
+            raise WeightsStreamError("the weights stream was empty")
+        if self._received != self._total:
+            raise WeightsStreamError(f"the stream ended after {self._received} of {self._total} bytes")
+        digest = self._hasher.hexdigest()
+        if digest != self._header.sha256:
+            raise WeightsStreamError(f"sha256 mismatch: header says {self._header.sha256}, data is {digest}")
+        return EncodedWeights(
+            data=b"".join(self._chunks),
+            sha256=digest,
+            proposal_id=self._header.proposal_id,
+            encoding=self._header.encoding,
+        )
+
+
+def assemble(parts: Iterable[pb.WeightsPart], max_total_bytes: int) -> EncodedWeights:
+    assembler = WeightsAssembler(max_total_bytes)
+    for part in parts:
+        assembler.add(part)
+    return assembler.finish()

@@ -1,0 +1,3 @@
+from colearn_learner.cli import main
+
+raise SystemExit(main())

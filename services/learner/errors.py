@@ -1,0 +1,51 @@
+"""Errors a learner answers with, each tied to the gRPC status code a client should see.
+
+A client's mistake must never come back as INTERNAL: every failure that a request can cause is raised as
+one of these, and the servicer turns it into its status code with the message as the details.
+"""
+
+from __future__ import annotations
+
+import grpc
+
+
+class LearnerError(Exception):
+    code: grpc.StatusCode = grpc.StatusCode.INTERNAL
+
+
+class UnknownNameError(LearnerError):
+    """A dataloader or model name that is not registered."""
+
+    code = grpc.StatusCode.NOT_FOUND
+
+
+class InvalidParametersError(LearnerError):
+    """Parameters that are not valid JSON, have unknown keys, wrong types or values out of range."""
+
+    code = grpc.StatusCode.INVALID_ARGUMENT
+
+
+class IncompatibleSetupError(LearnerError):
+    """A model asked for with a dataloader it cannot use."""
+
+    code = grpc.StatusCode.INVALID_ARGUMENT
+
+
+class DataAccessDeniedError(LearnerError):
+    """A data location outside the learner's data root."""
+
+    code = grpc.StatusCode.PERMISSION_DENIED
+
+
+class NotSetUpError(LearnerError):
+    code = grpc.StatusCode.FAILED_PRECONDITION
+
+
+class ProposalNotFoundError(LearnerError):
+    code = grpc.StatusCode.NOT_FOUND
+
+
+class BadWeightsError(LearnerError):
+    """Weights that do not decode, or do not fit the current model."""
+
+    code = grpc.StatusCode.INVALID_ARGUMENT

@@ -1,0 +1,74 @@
+"""Prometheus metrics of one learner, served on a port of their own.
+
+Each learner has its own ``CollectorRegistry`` (with the process, platform and GC collectors that the
+default registry would have), so that several learners can live in one process, as in tests, without
+their series colliding. RPC series follow the grpc-ecosystem ``grpc_server_*`` names that existing
+dashboards expect; the model series are prefixed ``colearn_``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    Info,
+    start_http_server,
+)
+from prometheus_client.gc_collector import GCCollector
+from prometheus_client.platform_collector import PlatformCollector
+from prometheus_client.process_collector import ProcessCollector
+
+_RPC_LABELS = ["grpc_service", "grpc_method", "grpc_type"]
+_SECONDS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600)
+
+
+class LearnerMetrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        ProcessCollector(registry=self.registry)
+        PlatformCollector(registry=self.registry)
+        GCCollector(registry=self.registry)
+        r = self.registry
+        self.rpc_started = Counter(
+            "grpc_server_started", "RPCs started on the server", _RPC_LABELS, registry=r
+        )
+        self.rpc_handled = Counter(
+            "grpc_server_handled", "RPCs completed, by status code", [*_RPC_LABELS, "grpc_code"], registry=r
+        )
+        self.rpc_seconds = Histogram(
+            "grpc_server_handling_seconds",
+            "Time from the start of an RPC to its last response, by status code",
+            [*_RPC_LABELS, "grpc_code"],
+            buckets=_SECONDS,
+            registry=r,
+        )
+        self.weight_bytes = Counter(
+            "colearn_weight_bytes", "Encoded weight bytes moved", ["direction", "method"], registry=r
+        )
+        self.train_seconds = Histogram(
+            "colearn_train_seconds", "Time to train a proposal", buckets=_SECONDS, registry=r
+        )
+        self.eval_seconds = Histogram(
+            "colearn_eval_seconds", "Time to evaluate weights on vote and test data", buckets=_SECONDS, registry=r
+        )
+        self.votes = Counter("colearn_votes", "Votes cast, by outcome", ["outcome"], registry=r)
+        self.accepted = Counter("colearn_accepted_proposals", "Proposals accepted as current", registry=r)
+        self.vote_score = Gauge("colearn_vote_score", "Vote score of the current weights", registry=r)
+        self.test_score = Gauge("colearn_test_score", "Test score of the current weights", registry=r)
+        self.model_parameters = Gauge(
+            "colearn_model_parameters", "Number of scalar parameters in the model", registry=r
+        )
+        self.model_ready = Gauge("colearn_model_ready", "1 once MLSetup has succeeded", registry=r)
+        self.info = Info("colearn_learner", "What this learner runs", registry=r)
+
+    def set_info(self, **labels: Any) -> None:
+        self.info.info({k: str(v) for k, v in labels.items()})
+
+    def serve(self, host: str, port: int) -> Any:
+        """Starts the HTTP exporter; returns the server, whose ``shutdown()`` stops it."""
+        server, _thread = start_http_server(port, addr=host or "::", registry=self.registry)
+        return server

@@ -1,0 +1,190 @@
+"""The learner's model and everything derived from it, behind one lock.
+
+The servicer speaks the protocol; the host owns the state. Every change to the model (setup, propose,
+test, accept, set) runs under ``_lock``. Readers that must never wait for a long training step (health,
+GetStatus, metrics) read ``status``, an immutable snapshot that is swapped whole under the lock.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from colearn_contract import __version__
+from colearn_contract.mli import MachineLearningInterface, ProposedWeights, Weights
+from colearn_contract.weight_stream import EncodedWeights
+from colearn_contract.weights_codec import WeightsCodecError
+from colearn_learner.data_access import confine_location
+from colearn_learner.errors import BadWeightsError, NotSetUpError, ProposalNotFoundError
+from colearn_learner.factory import MliFactory
+from colearn_learner.metrics import LearnerMetrics
+from colearn_learner.proposal_cache import Proposal, ProposalCache
+from colearn_learner.weight_adapters import WeightsSignature, decode_weights, encode_weights
+
+_log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class LearnerStatus:
+    ready: bool = False
+    model_name: str = ""
+    dataloader_name: str = ""
+    accepted_rounds: int = 0
+    weights_sha256: str = ""
+    vote_score: float | None = None
+    test_score: float | None = None
+    criterion: str = ""
+    busy: bool = False
+
+
+@dataclass(frozen=True)
+class SetupResult:
+    unchanged: bool
+    weights_sha256: str
+
+
+class ModelHost:
+    def __init__(
+        self,
+        factory: MliFactory,
+        metrics: LearnerMetrics,
+        *,
+        data_root: Path | None = None,
+        proposal_cache_size: int = 4,
+        on_ready: Callable[[bool], None] = lambda ready: None,
+    ) -> None:
+        self._factory = factory
+        self._metrics = metrics
+        self._data_root = data_root
+        self._on_ready = on_ready
+        self._lock = threading.Lock()
+        self._mli: MachineLearningInterface | None = None
+        self._setup_key = ""
+        self._signature: WeightsSignature | None = None
+        self._last_accepted = ""
+        self._proposals = ProposalCache(proposal_cache_size)
+        self.status = LearnerStatus()
+
+    def _update(self, **changes: object) -> None:
+        self.status = dataclasses.replace(self.status, **changes)
+
+    def require_ready(self) -> None:
+        """Fails fast, before a client streams megabytes at a learner that cannot use them."""
+        if not self.status.ready:
+            raise NotSetUpError("no model is set up on this learner; call MLSetup first")
+
+    def _require_mli(self) -> MachineLearningInterface:
+        if self._mli is None:
+            raise NotSetUpError("no model is set up on this learner; call MLSetup first")
+        return self._mli
+
+    def setup(self, model_name: str, model_params: str, dataloader_name: str, dataset_params: str) -> SetupResult:
+        dataset_params = confine_location(dataset_params, self._data_root)
+        key = self._factory.setup_key(model_name, model_params, dataloader_name, dataset_params)
+        with self._lock:
+            if self._mli is not None and key == self._setup_key:
+                return SetupResult(unchanged=True, weights_sha256=self.status.weights_sha256)
+            mli = self._factory.get_mli(model_name, model_params, dataloader_name, dataset_params)
+            data, signature = encode_weights(mli.mli_get_current_weights())
+            encoded = EncodedWeights.wrap(data)
+            self._mli, self._setup_key, self._signature = mli, key, signature
+            self._proposals.clear()
+            self._last_accepted = ""
+            self.status = LearnerStatus(
+                ready=True,
+                model_name=model_name,
+                dataloader_name=dataloader_name,
+                weights_sha256=encoded.sha256,
+            )
+        self._metrics.model_parameters.set(signature.parameter_count)
+        self._metrics.model_ready.set(1)
+        self._metrics.set_info(version=__version__, model=model_name, dataloader=dataloader_name)
+        self._on_ready(True)
+        _log.info("set up %s on %s (%d parameters)", model_name, dataloader_name, signature.parameter_count)
+        return SetupResult(unchanged=False, weights_sha256=encoded.sha256)
+
+    def propose(self) -> EncodedWeights:
+        with self._lock:
+            mli = self._require_mli()
+            self._update(busy=True)
+            try:
+                start = time.perf_counter()
+                weights = mli.mli_propose_weights()
+                self._metrics.train_seconds.observe(time.perf_counter() - start)
+                data, _ = encode_weights(weights)
+            finally:
+                self._update(busy=False)
+            encoded = EncodedWeights.wrap(data, proposal_id=uuid.uuid4().hex)
+            self._proposals.put(encoded.proposal_id, Proposal(weights=weights, sha256=encoded.sha256))
+        return encoded
+
+    def _decode_for_model(self, encoded: EncodedWeights) -> Weights:
+        try:
+            weights, signature = decode_weights(encoded.data)
+        except WeightsCodecError as exc:
+            raise BadWeightsError(str(exc)) from None
+        expected = self._signature
+        problem = expected.mismatch(signature) if expected else None
+        if problem:
+            raise BadWeightsError(f"weights do not fit model {self.status.model_name}: {problem}")
+        return weights
+
+    def test(self, encoded: EncodedWeights) -> ProposedWeights:
+        weights = self._decode_for_model(encoded)
+        with self._lock:
+            mli = self._require_mli()
+            start = time.perf_counter()
+            verdict = mli.mli_test_weights(weights)
+            self._metrics.eval_seconds.observe(time.perf_counter() - start)
+            outcome = "none" if verdict.vote is None else ("approve" if verdict.vote else "reject")
+            self._metrics.votes.labels(outcome).inc()
+            if encoded.proposal_id:
+                self._proposals.put(
+                    encoded.proposal_id,
+                    Proposal(weights, encoded.sha256, verdict.vote_score, verdict.test_score),
+                )
+            if verdict.criterion and not self.status.criterion:
+                self._update(criterion=verdict.criterion)
+        return verdict
+
+    def accept(self, proposal_id: str) -> LearnerStatus:
+        with self._lock:
+            mli = self._require_mli()
+            if proposal_id == self._last_accepted:
+                return self.status  # a retried accept must not count twice
+            proposal = self._proposals.get(proposal_id)
+            if proposal is None:
+                raise ProposalNotFoundError(
+                    f"proposal {proposal_id!r} is not cached here; send it with SetWeights"
+                )
+            mli.mli_accept_weights(proposal.weights)
+            self._last_accepted = proposal_id
+            self._adopted(proposal.sha256, proposal.vote_score, proposal.test_score, count_round=True)
+            return self.status
+
+    def set_weights(self, encoded: EncodedWeights) -> LearnerStatus:
+        weights = self._decode_for_model(encoded)
+        with self._lock:
+            self._require_mli().mli_accept_weights(weights)
+            self._last_accepted = ""
+            self._adopted(encoded.sha256, None, None, count_round=False)
+            return self.status
+
+    def _adopted(self, sha256: str, vote: float | None, test: float | None, *, count_round: bool) -> None:
+        rounds = self.status.accepted_rounds + (1 if count_round else 0)
+        self._update(weights_sha256=sha256, vote_score=vote, test_score=test, accepted_rounds=rounds)
+        if count_round:
+            self._metrics.accepted.inc()
+        for gauge, value in ((self._metrics.vote_score, vote), (self._metrics.test_score, test)):
+            gauge.set(float("nan") if value is None else value)
+
+    def current_weights(self) -> EncodedWeights:
+        with self._lock:
+            data, _ = encode_weights(self._require_mli().mli_get_current_weights())
+        return EncodedWeights.wrap(data)

@@ -1,0 +1,186 @@
+"""The ``colearn.v1.Learner`` service: protocol in, protocol out; the model host does the work.
+
+Each method maps failures to status codes in one place (``_guarded``): a learner error carries its own
+code, a broken weights stream is INVALID_ARGUMENT, and only a fault of the learner itself is INTERNAL.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import json
+import logging
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import grpc
+
+from colearn_contract import CONTRACT, __version__
+from colearn_contract.v1 import learner_pb2 as pb
+from colearn_contract.v1 import learner_pb2_grpc as pb_grpc
+from colearn_contract.weight_stream import EncodedWeights, WeightsStreamError, assemble, iter_parts
+from colearn_learner.errors import InvalidParametersError, LearnerError
+from colearn_learner.factory import MliFactory
+from colearn_learner.metrics import LearnerMetrics
+from colearn_learner.model_host import LearnerStatus, ModelHost
+
+_log = logging.getLogger(__name__)
+
+
+def _abort(context: grpc.ServicerContext, method: str, exc: Exception) -> None:
+    if isinstance(exc, LearnerError):
+        context.abort(exc.code, str(exc))
+    if isinstance(exc, WeightsStreamError):
+        context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"bad weights stream: {exc}")
+    _log.exception("%s failed", method)
+    context.abort(grpc.StatusCode.INTERNAL, f"{method} failed inside the learner: {type(exc).__name__}: {exc}")
+
+
+def _guarded(method: Callable[..., Any]) -> Callable[..., Any]:
+    name = method.__name__
+    if inspect.isgeneratorfunction(method):
+
+        @functools.wraps(method)
+        def stream(self: LearnerServicer, request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
+            try:
+                yield from method(self, request, context)
+            except Exception as exc:  # noqa: BLE001  (mapped to a status code, never swallowed)
+                _abort(context, name, exc)
+
+        return stream
+
+    @functools.wraps(method)
+    def unary(self: LearnerServicer, request: Any, context: grpc.ServicerContext) -> Any:
+        try:
+            return method(self, request, context)
+        except Exception as exc:  # noqa: BLE001
+            _abort(context, name, exc)
+
+    return unary
+
+
+class LearnerServicer(pb_grpc.LearnerServicer):
+    def __init__(
+        self, factory: MliFactory, host: ModelHost, metrics: LearnerMetrics, *, max_weights_bytes: int, part_bytes: int
+    ) -> None:
+        self._factory = factory
+        self._host = host
+        self._metrics = metrics
+        self._max_weights_bytes = max_weights_bytes
+        self._part_bytes = part_bytes
+
+    @_guarded
+    def QueryVersion(self, request: pb.QueryVersionRequest, context: grpc.ServicerContext) -> pb.QueryVersionResponse:
+        return pb.QueryVersionResponse(version=__version__, contract=CONTRACT)
+
+    @_guarded
+    def QuerySupportedSystem(
+        self, request: pb.QuerySupportedSystemRequest, context: grpc.ServicerContext
+    ) -> pb.QuerySupportedSystemResponse:
+        factory = self._factory
+        loaders = [
+            pb.DataloaderSpec(
+                name=name,
+                default_parameters=json.dumps(defaults, sort_keys=True, default=str),
+                required_parameters=factory.get_required_parameters(name),
+            )
+            for name, defaults in sorted(factory.get_dataloaders().items())
+        ]
+        compat = factory.get_compatibilities()
+        models = [
+            pb.ModelSpec(
+                name=name,
+                default_parameters=json.dumps(defaults, sort_keys=True, default=str),
+                compatible_dataloaders=compat.get(name, []),
+            )
+            for name, defaults in sorted(factory.get_models().items())
+        ]
+        return pb.QuerySupportedSystemResponse(dataloaders=loaders, models=models)
+
+    @_guarded
+    def MLSetup(self, request: pb.MLSetupRequest, context: grpc.ServicerContext) -> pb.MLSetupResponse:
+        for field in ("dataloader_name", "model_name"):
+            if not getattr(request, field):
+                raise InvalidParametersError(f"{field} is required")
+        result = self._host.setup(
+            request.model_name, request.model_parameters, request.dataloader_name, request.dataloader_parameters
+        )
+        return pb.MLSetupResponse(unchanged=result.unchanged, weights_sha256=result.weights_sha256)
+
+    def _send(self, weights: EncodedWeights, method: str) -> Iterator[pb.WeightsPart]:
+        for part in iter_parts(weights, self._part_bytes):
+            self._metrics.weight_bytes.labels("out", method).inc(len(part.data))
+            yield part
+
+    def _receive(self, parts: Iterator[pb.WeightsPart], method: str) -> EncodedWeights:
+        self._host.require_ready()
+        weights = assemble(parts, self._max_weights_bytes)
+        self._metrics.weight_bytes.labels("in", method).inc(weights.size)
+        return weights
+
+    @_guarded
+    def ProposeWeights(
+        self, request: pb.ProposeWeightsRequest, context: grpc.ServicerContext
+    ) -> Iterator[pb.WeightsPart]:
+        yield from self._send(self._host.propose(), "ProposeWeights")
+
+    @_guarded
+    def TestWeights(
+        self, request_iterator: Iterator[pb.WeightsPart], context: grpc.ServicerContext
+    ) -> pb.TestWeightsResponse:
+        weights = self._receive(request_iterator, "TestWeights")
+        verdict = self._host.test(weights)
+        response = pb.TestWeightsResponse(
+            proposal_id=weights.proposal_id,
+            vote_score=verdict.vote_score or 0.0,
+            test_score=verdict.test_score or 0.0,
+            criterion=verdict.criterion,
+        )
+        if verdict.vote is not None:
+            response.vote = verdict.vote
+        return response
+
+    @_guarded
+    def SetWeights(
+        self, request_iterator: Iterator[pb.WeightsPart], context: grpc.ServicerContext
+    ) -> pb.SetWeightsResponse:
+        status = self._host.set_weights(self._receive(request_iterator, "SetWeights"))
+        return pb.SetWeightsResponse(weights_sha256=status.weights_sha256)
+
+    @_guarded
+    def AcceptProposal(
+        self, request: pb.AcceptProposalRequest, context: grpc.ServicerContext
+    ) -> pb.AcceptProposalResponse:
+        if not request.proposal_id:
+            raise InvalidParametersError("proposal_id is required")
+        status = self._host.accept(request.proposal_id)
+        return pb.AcceptProposalResponse(
+            weights_sha256=status.weights_sha256, accepted_rounds=status.accepted_rounds
+        )
+
+    @_guarded
+    def GetCurrentWeights(
+        self, request: pb.GetCurrentWeightsRequest, context: grpc.ServicerContext
+    ) -> Iterator[pb.WeightsPart]:
+        yield from self._send(self._host.current_weights(), "GetCurrentWeights")
+
+    @_guarded
+    def GetStatus(self, request: pb.GetStatusRequest, context: grpc.ServicerContext) -> pb.GetStatusResponse:
+        return status_message(self._host.status)
+
+
+def status_message(status: LearnerStatus) -> pb.GetStatusResponse:
+    message = pb.GetStatusResponse(
+        ready=status.ready,
+        model_name=status.model_name,
+        dataloader_name=status.dataloader_name,
+        accepted_rounds=status.accepted_rounds,
+        weights_sha256=status.weights_sha256,
+        criterion=status.criterion,
+        busy=status.busy,
+    )
+    if status.vote_score is not None:
+        message.vote_score = status.vote_score
+    if status.test_score is not None:
+        message.test_score = status.test_score
+    return message

@@ -1,0 +1,55 @@
+"""One place for every learner setting: environment variables ``COLEARN_*``, overridden by CLI flags."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+from pydantic import Field, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from colearn_contract.weight_stream import DEFAULT_PART_BYTES, MAX_PART_BYTES, MIN_PART_BYTES
+
+MIB = 1024 * 1024
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="COLEARN_", extra="forbid", validate_default=True)
+
+    host: str = Field("[::]", description="address to bind; [::] listens on every interface")
+    port: int = Field(9995, ge=0, le=65535, description="gRPC port; 0 picks a free one")
+    metrics_port: int = Field(9091, ge=0, le=65535, description="Prometheus port; 0 disables metrics")
+    data_root: Path | None = Field(None, description="dataloader locations must resolve under this folder")
+    worker_threads: int = Field(16, ge=2, le=1024, description="gRPC worker threads")
+    max_message_bytes: int = Field(
+        16 * MIB, ge=MAX_PART_BYTES + MIB, description="gRPC max send/receive message size"
+    )
+    max_weights_bytes: int = Field(4096 * MIB, ge=MIB, description="cap on a weights stream's total_bytes")
+    part_bytes: int = Field(DEFAULT_PART_BYTES, ge=MIN_PART_BYTES, le=MAX_PART_BYTES)
+    proposal_cache_size: int = Field(4, ge=1, le=64, description="proposals kept for AcceptProposal")
+    grace_seconds: float = Field(10.0, ge=0, description="time in-flight calls get after SIGTERM")
+    plugins: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, description="modules to import so that their registry decorators run"
+    )
+
+    @field_validator("plugins", mode="before")
+    @classmethod
+    def _split_plugins(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [name.strip() for name in value.split(",") if name.strip()]
+        return value
+
+    @model_validator(mode="after")
+    def _distinct_ports(self) -> Settings:
+        if self.port and self.port == self.metrics_port:
+            raise ValueError(f"port and metrics_port must differ (both are {self.port})")
+        return self
+
+    @property
+    def bind_address(self) -> str:
+        return f"{self.host}:{self.port}"
+
+    @property
+    def metrics_address(self) -> str:
+        """The metrics port listens where gRPC does: ``[::]`` becomes ``::`` for the HTTP server."""
+        return self.host.strip("[]")
