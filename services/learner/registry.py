@@ -33,7 +33,7 @@ class ParameterSchema:
 
     @classmethod
     def of(cls, owner: str, func: Callable[..., Any], skip_first: bool) -> ParameterSchema:
-        params = list(inspect.signature(func).parameters.values())
+        params = list(inspect.signature(func, eval_str=True).parameters.values())
         if skip_first:
             params = params[1:]
         fields: dict[str, Any] = {}

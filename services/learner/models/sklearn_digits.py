@@ -19,6 +19,8 @@ class SklearnDigitsLearner(ScoredLearner):
         from sklearn.linear_model import SGDClassifier
 
         self._data = data
+        # SGDClassifier keeps coef_ in the dtype of the data it saw first: train in float64 throughout.
+        self._train_x = data.train.x.astype(np.float64)
         self._batch_size = batch_size
         self._epochs = epochs
         self._rng = np.random.default_rng(seed)
@@ -41,14 +43,14 @@ class SklearnDigitsLearner(ScoredLearner):
         train = self._data.train
         model = self._model
         if not hasattr(model, "classes_"):
-            model.partial_fit(train.x[:1], train.y[:1], classes=self._classes)
+            model.partial_fit(self._train_x[:1], train.y[:1], classes=self._classes)
         model.coef_ = self._coef.copy()
         model.intercept_ = self._intercept.copy()
         for _ in range(self._epochs):
             order = self._rng.permutation(len(train.y))
             for start in range(0, len(order), self._batch_size):
                 batch = order[start : start + self._batch_size]
-                model.partial_fit(train.x[batch], train.y[batch])
+                model.partial_fit(self._train_x[batch], train.y[batch])
         return {"coef": model.coef_.copy(), "intercept": model.intercept_.copy()}
 
     def _evaluate(self, weights: dict[str, Any], split: str) -> float:

@@ -1,0 +1,3 @@
+from backend_client.cli import main
+
+raise SystemExit(main())

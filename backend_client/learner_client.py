@@ -1,0 +1,236 @@
+"""``LearnerClient``: the machine-learning interface of a remote learner, over one reused gRPC channel.
+
+The client never decodes weights: what it gets from one learner it relays to the others as opaque
+``EncodedWeights``. Every call has a deadline; idempotent calls are retried on UNAVAILABLE by gRPC's own
+retry policy (see ``colearn_contract.grpc_options``).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import grpc
+
+from colearn_contract.grpc_options import channel_options
+from colearn_contract.mli import MachineLearningInterface, ProposedWeights, Weights
+from colearn_contract.v1 import learner_pb2 as pb
+from colearn_contract.v1 import learner_pb2_grpc as pb_grpc
+from colearn_contract.weight_stream import (
+    DEFAULT_PART_BYTES,
+    EncodedWeights,
+    WeightsStreamError,
+    assemble,
+    iter_parts,
+)
+from backend_client.errors import LearnerError, LearnerUnavailableError, from_rpc_error
+
+_T = TypeVar("_T")
+MIB = 1024 * 1024
+
+
+@dataclass(frozen=True)
+class Deadlines:
+    """Seconds each kind of call may take before the learner counts as not answering."""
+
+    connect: float = 10.0
+    query: float = 10.0
+    setup: float = 600.0
+    propose: float = 3600.0
+    test: float = 600.0
+    transfer: float = 600.0
+
+
+@dataclass(frozen=True)
+class RemoteStatus:
+    ready: bool
+    model_name: str
+    dataloader_name: str
+    accepted_rounds: int
+    weights_sha256: str
+    vote_score: float | None
+    test_score: float | None
+    criterion: str
+    busy: bool
+
+
+class LearnerClient(MachineLearningInterface):
+    def __init__(
+        self,
+        name: str,
+        address: str,
+        *,
+        deadlines: Deadlines | None = None,
+        max_message_bytes: int = 16 * MIB,
+        max_weights_bytes: int = 4096 * MIB,
+        part_bytes: int = DEFAULT_PART_BYTES,
+    ) -> None:
+        self.name = name
+        self.address = address
+        self.deadlines = deadlines or Deadlines()
+        self._max_message_bytes = max_message_bytes
+        self._max_weights_bytes = max_weights_bytes
+        self._part_bytes = part_bytes
+        self._channel: grpc.Channel | None = None
+        self._stub: pb_grpc.LearnerStub | None = None
+
+    def __repr__(self) -> str:
+        return f"LearnerClient({self.name!r}, {self.address!r})"
+
+    # -- connection ---------------------------------------------------------------------------------
+
+    def start(self) -> LearnerClient:
+        """Opens the channel and waits until the learner accepts connections."""
+        if self._channel is None:
+            self._channel = grpc.insecure_channel(self.address, options=channel_options(self._max_message_bytes))
+            self._stub = pb_grpc.LearnerStub(self._channel)
+        try:
+            grpc.channel_ready_future(self._channel).result(timeout=self.deadlines.connect)
+        except grpc.FutureTimeoutError:
+            raise LearnerUnavailableError(
+                self.name, self.address, "connect", grpc.StatusCode.UNAVAILABLE,
+                f"no connection within {self.deadlines.connect} s",
+            ) from None  # fmt: skip
+        return self
+
+    def stop(self) -> None:
+        if self._channel is not None:
+            self._channel.close()
+        self._channel, self._stub = None, None
+
+    def __enter__(self) -> LearnerClient:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    @property
+    def stub(self) -> pb_grpc.LearnerStub:
+        if self._stub is None:
+            raise RuntimeError(f"{self!r} is not started; call start() first")
+        return self._stub
+
+    def _call(self, method: str, call: Callable[[], _T]) -> _T:
+        try:
+            return call()
+        except grpc.RpcError as exc:
+            raise from_rpc_error(self.name, self.address, method, exc) from None
+        except WeightsStreamError as exc:
+            raise LearnerError(self.name, self.address, method, None, f"bad weights stream: {exc}") from None
+
+    # -- queries ------------------------------------------------------------------------------------
+
+    def get_version(self) -> str:
+        response = self._call(
+            "QueryVersion", lambda: self.stub.QueryVersion(pb.QueryVersionRequest(), timeout=self.deadlines.query)
+        )
+        return response.version
+
+    def get_supported_system(self) -> dict[str, Any]:
+        """Dataloaders and models with their default parameters, and which model takes which dataloader."""
+        response = self._call(
+            "QuerySupportedSystem",
+            lambda: self.stub.QuerySupportedSystem(pb.QuerySupportedSystemRequest(), timeout=self.deadlines.query),
+        )
+        return {
+            "data_loaders": {d.name: json.loads(d.default_parameters) for d in response.dataloaders},
+            "required_parameters": {d.name: list(d.required_parameters) for d in response.dataloaders},
+            "model_architectures": {m.name: json.loads(m.default_parameters) for m in response.models},
+            "compatibilities": {m.name: list(m.compatible_dataloaders) for m in response.models},
+        }
+
+    def get_status(self) -> RemoteStatus:
+        r = self._call("GetStatus", lambda: self.stub.GetStatus(pb.GetStatusRequest(), timeout=self.deadlines.query))
+        return RemoteStatus(
+            ready=r.ready,
+            model_name=r.model_name,
+            dataloader_name=r.dataloader_name,
+            accepted_rounds=r.accepted_rounds,
+            weights_sha256=r.weights_sha256,
+            vote_score=r.vote_score if r.HasField("vote_score") else None,
+            test_score=r.test_score if r.HasField("test_score") else None,
+            criterion=r.criterion,
+            busy=r.busy,
+        )
+
+    def setup_ml(
+        self,
+        dataset_loader_name: str,
+        dataset_loader_parameters: str,
+        model_arch_name: str,
+        model_parameters: str,
+    ) -> str:
+        """Sets up the model and data; returns the sha256 of the learner's initial weights."""
+        request = pb.MLSetupRequest(
+            dataloader_name=dataset_loader_name,
+            dataloader_parameters=dataset_loader_parameters,
+            model_name=model_arch_name,
+            model_parameters=model_parameters,
+        )
+        response = self._call("MLSetup", lambda: self.stub.MLSetup(request, timeout=self.deadlines.setup))
+        return response.weights_sha256
+
+    # -- the machine-learning interface ---------------------------------------------------------------
+
+    def _receive(self, method: str, responses: Callable[[], Iterator[pb.WeightsPart]]) -> EncodedWeights:
+        return self._call(method, lambda: assemble(responses(), self._max_weights_bytes))
+
+    def mli_propose_weights(self) -> Weights:
+        encoded = self._receive(
+            "ProposeWeights",
+            lambda: self.stub.ProposeWeights(pb.ProposeWeightsRequest(), timeout=self.deadlines.propose),
+        )
+        return Weights(weights=encoded)
+
+    def mli_test_weights(self, weights: Weights) -> ProposedWeights:
+        encoded = _encoded(weights)
+        r = self._call(
+            "TestWeights",
+            lambda: self.stub.TestWeights(iter_parts(encoded, self._part_bytes), timeout=self.deadlines.test),
+        )
+        return ProposedWeights(
+            weights=weights,
+            vote_score=r.vote_score,
+            test_score=r.test_score,
+            vote=r.vote if r.HasField("vote") else None,
+            criterion=r.criterion,
+        )
+
+    def mli_accept_weights(self, weights: Weights) -> None:
+        """Accepts a cached proposal by id; sends the weights only when the learner does not hold them."""
+        encoded = _encoded(weights)
+        if encoded.proposal_id:
+            request = pb.AcceptProposalRequest(proposal_id=encoded.proposal_id)
+            try:
+                self._call(
+                    "AcceptProposal", lambda: self.stub.AcceptProposal(request, timeout=self.deadlines.transfer)
+                )
+                return
+            except LearnerError as exc:
+                if exc.code != grpc.StatusCode.NOT_FOUND:
+                    raise
+        self._call(
+            "SetWeights",
+            lambda: self.stub.SetWeights(iter_parts(encoded, self._part_bytes), timeout=self.deadlines.transfer),
+        )
+
+    def mli_get_current_weights(self) -> Weights:
+        encoded = self._receive(
+            "GetCurrentWeights",
+            lambda: self.stub.GetCurrentWeights(pb.GetCurrentWeightsRequest(), timeout=self.deadlines.transfer),
+        )
+        return Weights(weights=encoded)
+
+
+class ExampleGRPCLearnerClient(LearnerClient):
+    """colearn's name for the gRPC learner client, kept so that the tutorial runs unchanged."""
+
+
+def _encoded(weights: Weights) -> EncodedWeights:
+    if not isinstance(weights.weights, EncodedWeights):
+        raise TypeError(
+            f"a LearnerClient relays encoded weights from another learner, not {type(weights.weights).__name__}"
+        )
+    return weights.weights

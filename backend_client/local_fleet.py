@@ -1,0 +1,91 @@
+"""Starts learner servers on this machine as child processes, for the demo and for tests.
+
+The backend does not import the learner package: it runs ``python -m colearn_learner serve-n`` and
+talks to the children over gRPC like to any other fleet.
+"""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from backend_client.discovery import consecutive_ports
+
+
+def wait_until_serving(address: str, timeout: float, service: str = "") -> None:
+    """Polls the gRPC health service until ``service`` is SERVING, or raises TimeoutError."""
+    deadline = time.monotonic() + timeout
+    with grpc.insecure_channel(address) as channel:
+        stub = health_pb2_grpc.HealthStub(channel)
+        while True:
+            try:
+                status = stub.Check(health_pb2.HealthCheckRequest(service=service), timeout=1.0).status
+                if status == health_pb2.HealthCheckResponse.SERVING:
+                    return
+            except grpc.RpcError:
+                pass
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"learner {address} was not SERVING within {timeout} s")
+            time.sleep(0.05)
+
+
+class LocalFleet:
+    """N learners on 127.0.0.1, ports ``port`` .. ``port+N-1``; a context manager that always stops them."""
+
+    def __init__(
+        self,
+        n_learners: int,
+        port: int = 9995,
+        metrics_port: int = 0,
+        *,
+        plugins: tuple[str, ...] = (),
+        log_dir: Path | None = None,
+        start_timeout: float = 60.0,
+    ) -> None:
+        self.addresses = consecutive_ports(n_learners, "127.0.0.1", port)
+        self._command = [
+            sys.executable, "-m", "colearn_learner", "serve-n", f"--n-learners={n_learners}",
+            "--host=127.0.0.1", f"--port={port}", f"--metrics-port={metrics_port}", "--log-level=WARNING",
+            *[f"--plugins={p}" for p in plugins],
+        ]  # fmt: skip
+        self._log_dir = log_dir
+        self._start_timeout = start_timeout
+        self._process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> LocalFleet:
+        log = subprocess.DEVNULL
+        if self._log_dir is not None:
+            self._log_dir.mkdir(parents=True, exist_ok=True)
+            log = (self._log_dir / "learners.log").open("wb")
+        self._process = subprocess.Popen(self._command, stdout=log, stderr=subprocess.STDOUT)
+        try:
+            for address in self.addresses:
+                if self._process.poll() is not None:
+                    raise RuntimeError(f"the learner fleet exited with code {self._process.returncode}")
+                wait_until_serving(address, self._start_timeout)
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def stop(self, timeout: float = 30.0) -> None:
+        if self._process is None or self._process.poll() is not None:
+            return
+        self._process.send_signal(signal.SIGTERM)
+        try:
+            self._process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self._process.kill()
+            self._process.wait()
+
+    def __enter__(self) -> LocalFleet:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()

@@ -1,0 +1,79 @@
+"""What a run records: per round, who proposed, how everyone voted, the scores and the timings."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+# One outcome per learner per round.
+PROPOSER, APPROVE, REJECT, NONE, ABSENT = "proposer", "approve", "reject", "none", "absent"
+OUTCOMES = (PROPOSER, APPROVE, REJECT, NONE, ABSENT)
+
+
+@dataclass
+class Result:
+    """One round. ``round_index`` is None for the initial evaluation, before any round."""
+
+    round_index: int | None = None
+    block_proposer: int | None = None
+    vote: bool = False
+    void: bool = False
+    reason: str = ""
+    votes: list[bool | None] = field(default_factory=list)
+    outcomes: list[str] = field(default_factory=list)
+    vote_scores: list[float | None] = field(default_factory=list)
+    test_scores: list[float | None] = field(default_factory=list)
+    criterion: str = ""
+    errors: dict[int, str] = field(default_factory=dict)
+    timings: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def approvals(self) -> int:
+        return sum(1 for v in self.votes if v is True)
+
+    @property
+    def mean_test_score(self) -> float | None:
+        scores = [s for s in self.test_scores if s is not None and not math.isnan(s)]
+        return sum(scores) / len(scores) if scores else None
+
+    def to_dict(self) -> dict[str, Any]:
+        data = dataclasses.asdict(self)
+        data["errors"] = {str(k): v for k, v in self.errors.items()}
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Result:
+        data = dict(data)
+        data["errors"] = {int(k): v for k, v in data.get("errors", {}).items()}
+        return cls(**data)
+
+
+@dataclass
+class Results:
+    """All rounds of a run, in order; ``data`` is colearn's name for the list."""
+
+    data: list[Result] = field(default_factory=list)
+
+    @property
+    def rounds(self) -> list[Result]:
+        return [r for r in self.data if r.round_index is not None]
+
+    def save(self, path: Path, **run_info: Any) -> None:
+        document = {"run": run_info, "results": [r.to_dict() for r in self.data]}
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(path.suffix + ".tmp")
+        tmp.write_text(json.dumps(document, indent=2, allow_nan=False, default=_finite))
+        tmp.replace(path)
+
+    @classmethod
+    def load(cls, path: Path) -> Results:
+        document = json.loads(path.read_text())
+        return cls(data=[Result.from_dict(r) for r in document["results"]])
+
+
+def _finite(value: Any) -> Any:
+    raise TypeError(f"cannot store {type(value).__name__} in results.json")

@@ -1,0 +1,129 @@
+"""Collective learning rounds with colearn's semantics, driven concurrently.
+
+The proposer is learner ``round_index % N`` and does not vote on its own proposal. A proposal is accepted
+when ``approvals >= (N - 1) * vote_threshold``; then every learner that answered adopts it, otherwise
+nothing changes. A learner that fails or misses its deadline is *absent*: it neither approves nor stops
+the round. When fewer voters answer than ``quorum``, the round is void and no weights change.
+
+These functions take any ``MachineLearningInterface``: in-process models and ``LearnerClient``s alike.
+With ``LearnerClient``s, each learner receives the proposal once: ``TestWeights`` caches it, and the
+accept is ``AcceptProposal`` by id.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Sequence
+
+from backend_client.fan_out import fan_out
+from backend_client.results import ABSENT, APPROVE, NONE, PROPOSER, REJECT, Result
+from colearn_contract.mli import MachineLearningInterface, ProposedWeights
+
+_log = logging.getLogger(__name__)
+
+
+def _finite(score: float | None) -> float | None:
+    return None if score is None or math.isnan(score) else float(score)
+
+
+def _outcome(vote: bool | None) -> str:
+    return NONE if vote is None else (APPROVE if vote else REJECT)
+
+
+def collective_learning_round(
+    learners: Sequence[MachineLearningInterface], vote_threshold: float, round_index: int, *, quorum: int = 0
+) -> Result:
+    n = len(learners)
+    if n == 0:
+        raise ValueError("a round needs at least one learner")
+    if not 0 <= vote_threshold <= 1:
+        raise ValueError(f"vote_threshold must be within [0, 1], got {vote_threshold}")
+    proposer = round_index % n
+    result = Result(
+        round_index=round_index,
+        block_proposer=proposer,
+        votes=[None] * n,
+        outcomes=[NONE] * n,
+        vote_scores=[None] * n,
+        test_scores=[None] * n,
+    )
+    started = time.perf_counter()
+    try:
+        proposal = learners[proposer].mli_propose_weights()
+    except Exception as exc:  # noqa: BLE001  (a failing proposer voids the round, it does not end the run)
+        _log.warning("round %d: proposer %d failed: %s", round_index, proposer, exc)
+        result.outcomes[proposer] = ABSENT
+        result.errors[proposer] = str(exc)
+        return _void(result, f"proposer {proposer} failed", started)
+    result.outcomes[proposer] = PROPOSER
+    proposed = time.perf_counter()
+
+    voters = [i for i in range(n) if i != proposer]
+    verdicts = fan_out(lambda i: learners[i].mli_test_weights(proposal), voters)
+    present = []
+    for i, verdict in verdicts.items():
+        if isinstance(verdict, BaseException):
+            _log.warning("round %d: learner %d is absent: %s", round_index, i, verdict)
+            result.outcomes[i], result.errors[i] = ABSENT, str(verdict)
+            continue
+        assert isinstance(verdict, ProposedWeights)
+        present.append(i)
+        result.votes[i] = verdict.vote
+        result.outcomes[i] = _outcome(verdict.vote)
+        result.vote_scores[i] = _finite(verdict.vote_score)
+        result.test_scores[i] = _finite(verdict.test_score)
+        result.criterion = result.criterion or verdict.criterion
+    voted = time.perf_counter()
+    result.timings.update(propose=proposed - started, vote=voted - proposed)
+
+    if len(present) < quorum:
+        return _void(result, f"only {len(present)} of {len(voters)} voters answered; quorum is {quorum}", started)
+    result.vote = result.approvals >= (n - 1) * vote_threshold
+    if result.vote:
+        accepted = fan_out(lambda i: learners[i].mli_accept_weights(proposal), [proposer, *present])
+        for i, outcome in accepted.items():
+            if isinstance(outcome, BaseException):
+                _log.warning("round %d: learner %d failed to accept: %s", round_index, i, outcome)
+                result.errors[i] = f"accept failed: {outcome}"
+    result.timings.update(accept=time.perf_counter() - voted, total=time.perf_counter() - started)
+    return result
+
+
+def _void(result: Result, reason: str, started: float) -> Result:
+    result.void, result.vote, result.reason = True, False, reason
+    result.timings["total"] = time.perf_counter() - started
+    return result
+
+
+def initial_result(learners: Sequence[MachineLearningInterface]) -> Result:
+    """Scores every learner's current weights on its own data, before the first round."""
+
+    def own_score(i: int) -> ProposedWeights:
+        return learners[i].mli_test_weights(learners[i].mli_get_current_weights())
+
+    n = len(learners)
+    result = Result(votes=[None] * n, outcomes=[NONE] * n, vote_scores=[None] * n, test_scores=[None] * n)
+    for i, verdict in fan_out(own_score, range(n)).items():
+        if isinstance(verdict, BaseException):
+            result.outcomes[i], result.errors[i] = ABSENT, str(verdict)
+            continue
+        assert isinstance(verdict, ProposedWeights)
+        result.vote_scores[i] = _finite(verdict.vote_score)
+        result.test_scores[i] = _finite(verdict.test_score)
+        result.criterion = result.criterion or verdict.criterion
+    return result
+
+
+def set_equal_weights(learners: Sequence[MachineLearningInterface]) -> None:
+    """Gives every learner the first learner's weights, so that all start from the same point."""
+    weights = learners[0].mli_get_current_weights()
+    failures = {
+        i: outcome
+        for i, outcome in fan_out(lambda i: learners[i].mli_accept_weights(weights), range(1, len(learners))).items()
+        if isinstance(outcome, BaseException)
+    }
+    if failures:
+        first = next(iter(failures.values()))
+        raise RuntimeError(f"{len(failures)} learner(s) could not take the initial weights, e.g.: {first}") from first
