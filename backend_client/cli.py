@@ -112,7 +112,9 @@ def drive(addresses: Sequence[str], config: RunConfig, out_dir: Path, deadlines:
         for learner in learners:
             learner.stop()
     accepted = sum(1 for r in results.rounds if r.vote)
-    console.print(f"{accepted} of {config.rounds} rounds accepted; results in {out_dir}/results.json and results.png")
+    console.print(
+        f"{accepted} of {config.rounds} rounds accepted; results in {out_dir}/results.json and results.png"
+    )
     return results
 
 
@@ -127,26 +129,40 @@ def run(args: argparse.Namespace) -> int:
 
 def demo(args: argparse.Namespace) -> int:
     out = Path(args.out or f"runs/demo-{time.strftime('%Y%m%d-%H%M%S')}")
-    console.print(f"starting {args.n_learners} learners on 127.0.0.1:{args.port}..{args.port + args.n_learners - 1}")
+    console.print(
+        f"starting {args.n_learners} learners on 127.0.0.1:{args.port}..{args.port + args.n_learners - 1}"
+    )
     with LocalFleet(args.n_learners, args.port, args.metrics_port, log_dir=out) as fleet:
         drive(fleet.addresses, _config(args), out, _deadlines(args))
     return 0
 
 
 def _add_run_flags(p: argparse.ArgumentParser, *, demo: bool) -> None:
-    add_flag(p, "model_tag", default="SKLEARN_DIGITS" if demo else None, required=not demo, help="model to train")
-    add_flag(p, "dataloader_tag", default="DIGITS" if demo else None, required=not demo, help="dataloader to use")
+    add_flag(
+        p, "model_tag", default="SKLEARN_DIGITS" if demo else None, required=not demo, help="model to train"
+    )
+    add_flag(
+        p, "dataloader_tag", default="DIGITS" if demo else None, required=not demo, help="dataloader to use"
+    )
     add_flag(p, "model_params", type=_json_object, default={}, help="model parameters, a JSON object")
-    add_flag(p, "dataloader_params", type=_json_object, default={}, help="dataloader parameters, a JSON object")
+    add_flag(
+        p, "dataloader_params", type=_json_object, default={}, help="dataloader parameters, a JSON object"
+    )
     add_flag(p, "data_locations", help="one data folder, or one per learner, comma-separated")
     add_flag(p, "rounds", type=int, default=10 if demo else 15, help="rounds to run")
-    add_flag(p, "vote_threshold", type=float, default=0.5, help="share of voters that must approve (default 0.5)")
-    add_flag(p, "quorum", type=int, default=0, help="voters that must answer for a round to count (default 0)")
+    add_flag(
+        p, "vote_threshold", type=float, default=0.5, help="share of voters that must approve (default 0.5)"
+    )
+    add_flag(
+        p, "quorum", type=int, default=0, help="voters that must answer for a round to count (default 0)"
+    )
     add_flag(p, "connect_timeout", type=float, default=30.0, help="seconds to wait for each learner")
     add_flag(p, "round_timeout", type=float, default=600.0, help="deadline of a propose or test call")
     add_flag(p, "n_learners", type=int, default=5, help="how many learners (default 5)")
     add_flag(p, "port", type=int, default=9995, help="first learner port (default 9995)")
-    add_flag(p, "out", default=None if demo else "runs/latest", help="folder for results.json and results.png")
+    add_flag(
+        p, "out", default=None if demo else "runs/latest", help="folder for results.json and results.png"
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -174,7 +190,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
     try:
         return args.func(args)
     except (LearnerError, ValueError, RuntimeError, TimeoutError, OSError) as exc:

@@ -31,5 +31,7 @@ def dns(name: str, port: int) -> list[str]:
 def stateful_set(pattern: str, replicas: int) -> list[str]:
     """Kubernetes StatefulSet pods have stable names: ``learner-{i}.learners:9995`` for i in 0..N-1."""
     if "{i}" not in pattern:
-        raise ValueError("a StatefulSet pattern needs {i} where the ordinal goes, e.g. learner-{i}.learners:9995")
+        raise ValueError(
+            "a StatefulSet pattern needs {i} where the ordinal goes, e.g. learner-{i}.learners:9995"
+        )
     return [pattern.format(i=i) for i in range(replicas)]

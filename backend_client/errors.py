@@ -11,7 +11,9 @@ UNREACHABLE_CODES = frozenset(
 
 
 class LearnerError(Exception):
-    def __init__(self, name: str, address: str, method: str, code: grpc.StatusCode | None, details: str) -> None:
+    def __init__(
+        self, name: str, address: str, method: str, code: grpc.StatusCode | None, details: str
+    ) -> None:
         self.name = name
         self.address = address
         self.method = method

@@ -30,13 +30,17 @@ class RunConfig:
     data_locations: list[str] = field(default_factory=list)
 
 
-def dataloader_params_for(config: RunConfig, index: int, n_learners: int, defaults: dict[str, Any]) -> dict[str, Any]:
+def dataloader_params_for(
+    config: RunConfig, index: int, n_learners: int, defaults: dict[str, Any]
+) -> dict[str, Any]:
     """Each learner's own data: its folder from ``data_locations``, or its shard of an embedded dataset."""
     params = dict(config.dataloader_params)
     if config.data_locations:
         locations = config.data_locations
         if len(locations) not in (1, n_learners):
-            raise ValueError(f"give one data location or one per learner ({n_learners}), not {len(locations)}")
+            raise ValueError(
+                f"give one data location or one per learner ({n_learners}), not {len(locations)}"
+            )
         params.setdefault("location", locations[0] if len(locations) == 1 else locations[index])
     if "shard" in defaults and "n_shards" in defaults and "shard" not in params:
         params.update(shard=index, n_shards=n_learners)

@@ -18,6 +18,8 @@ def fan_out(call: Callable[[int], _T], indices: Iterable[int]) -> dict[int, _T |
     indices = list(indices)
     if not indices:
         return {}
-    with ThreadPoolExecutor(max_workers=min(MAX_CONCURRENT_CALLS, len(indices)), thread_name_prefix="fan-out") as pool:
+    with ThreadPoolExecutor(
+        max_workers=min(MAX_CONCURRENT_CALLS, len(indices)), thread_name_prefix="fan-out"
+    ) as pool:
         futures = {i: pool.submit(call, i) for i in indices}
     return {i: (f.exception() or f.result()) for i, f in futures.items()}

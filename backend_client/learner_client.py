@@ -14,6 +14,7 @@ from typing import Any, TypeVar
 
 import grpc
 
+from backend_client.errors import LearnerError, LearnerUnavailableError, from_rpc_error
 from colearn_contract.grpc_options import channel_options
 from colearn_contract.mli import MachineLearningInterface, ProposedWeights, Weights
 from colearn_contract.v1 import learner_pb2 as pb
@@ -25,7 +26,6 @@ from colearn_contract.weight_stream import (
     assemble,
     iter_parts,
 )
-from backend_client.errors import LearnerError, LearnerUnavailableError, from_rpc_error
 
 _T = TypeVar("_T")
 MIB = 1024 * 1024
@@ -84,7 +84,9 @@ class LearnerClient(MachineLearningInterface):
     def start(self) -> LearnerClient:
         """Opens the channel and waits until the learner accepts connections."""
         if self._channel is None:
-            self._channel = grpc.insecure_channel(self.address, options=channel_options(self._max_message_bytes))
+            self._channel = grpc.insecure_channel(
+                self.address, options=channel_options(self._max_message_bytes)
+            )
             self._stub = pb_grpc.LearnerStub(self._channel)
         try:
             grpc.channel_ready_future(self._channel).result(timeout=self.deadlines.connect)
@@ -124,7 +126,8 @@ class LearnerClient(MachineLearningInterface):
 
     def get_version(self) -> str:
         response = self._call(
-            "QueryVersion", lambda: self.stub.QueryVersion(pb.QueryVersionRequest(), timeout=self.deadlines.query)
+            "QueryVersion",
+            lambda: self.stub.QueryVersion(pb.QueryVersionRequest(), timeout=self.deadlines.query),
         )
         return response.version
 
@@ -132,7 +135,9 @@ class LearnerClient(MachineLearningInterface):
         """Dataloaders and models with their default parameters, and which model takes which dataloader."""
         response = self._call(
             "QuerySupportedSystem",
-            lambda: self.stub.QuerySupportedSystem(pb.QuerySupportedSystemRequest(), timeout=self.deadlines.query),
+            lambda: self.stub.QuerySupportedSystem(
+                pb.QuerySupportedSystemRequest(), timeout=self.deadlines.query
+            ),
         )
         return {
             "data_loaders": {d.name: json.loads(d.default_parameters) for d in response.dataloaders},
@@ -142,7 +147,9 @@ class LearnerClient(MachineLearningInterface):
         }
 
     def get_status(self) -> RemoteStatus:
-        r = self._call("GetStatus", lambda: self.stub.GetStatus(pb.GetStatusRequest(), timeout=self.deadlines.query))
+        r = self._call(
+            "GetStatus", lambda: self.stub.GetStatus(pb.GetStatusRequest(), timeout=self.deadlines.query)
+        )
         return RemoteStatus(
             ready=r.ready,
             model_name=r.model_name,
@@ -205,7 +212,8 @@ class LearnerClient(MachineLearningInterface):
             request = pb.AcceptProposalRequest(proposal_id=encoded.proposal_id)
             try:
                 self._call(
-                    "AcceptProposal", lambda: self.stub.AcceptProposal(request, timeout=self.deadlines.transfer)
+                    "AcceptProposal",
+                    lambda: self.stub.AcceptProposal(request, timeout=self.deadlines.transfer),
                 )
                 return
             except LearnerError as exc:
@@ -213,13 +221,17 @@ class LearnerClient(MachineLearningInterface):
                     raise
         self._call(
             "SetWeights",
-            lambda: self.stub.SetWeights(iter_parts(encoded, self._part_bytes), timeout=self.deadlines.transfer),
+            lambda: self.stub.SetWeights(
+                iter_parts(encoded, self._part_bytes), timeout=self.deadlines.transfer
+            ),
         )
 
     def mli_get_current_weights(self) -> Weights:
         encoded = self._receive(
             "GetCurrentWeights",
-            lambda: self.stub.GetCurrentWeights(pb.GetCurrentWeightsRequest(), timeout=self.deadlines.transfer),
+            lambda: self.stub.GetCurrentWeights(
+                pb.GetCurrentWeightsRequest(), timeout=self.deadlines.transfer
+            ),
         )
         return Weights(weights=encoded)
 
@@ -231,6 +243,7 @@ class ExampleGRPCLearnerClient(LearnerClient):
 def _encoded(weights: Weights) -> EncodedWeights:
     if not isinstance(weights.weights, EncodedWeights):
         raise TypeError(
-            f"a LearnerClient relays encoded weights from another learner, not {type(weights.weights).__name__}"
+            "a LearnerClient relays encoded weights from another learner, "
+            f"not {type(weights.weights).__name__}"
         )
     return weights.weights

@@ -59,11 +59,14 @@ class LocalFleet:
         self._process: subprocess.Popen[bytes] | None = None
 
     def start(self) -> LocalFleet:
-        log = subprocess.DEVNULL
-        if self._log_dir is not None:
+        if self._log_dir is None:
+            self._process = subprocess.Popen(
+                self._command, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT
+            )
+        else:
             self._log_dir.mkdir(parents=True, exist_ok=True)
-            log = (self._log_dir / "learners.log").open("wb")
-        self._process = subprocess.Popen(self._command, stdout=log, stderr=subprocess.STDOUT)
+            with (self._log_dir / "learners.log").open("wb") as log:  # the child keeps its own handle
+                self._process = subprocess.Popen(self._command, stdout=log, stderr=subprocess.STDOUT)
         try:
             for address in self.addresses:
                 if self._process.poll() is not None:

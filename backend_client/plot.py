@@ -22,7 +22,10 @@ def plot_results(results: Results, path: Path, title: str = "") -> Path:
     n_learners = max((len(r.test_scores) for r in data), default=0)
     xs = np.arange(len(data))
     scores = np.array(
-        [[np.nan if s is None else s for s in r.test_scores] + [np.nan] * (n_learners - len(r.test_scores)) for r in data],
+        [
+            [np.nan if s is None else s for s in r.test_scores] + [np.nan] * (n_learners - len(r.test_scores))
+            for r in data
+        ],
         dtype=float,
     ).reshape(len(data), n_learners)
     criterion = next((r.criterion for r in data if r.criterion), "score")

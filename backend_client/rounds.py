@@ -52,7 +52,7 @@ def collective_learning_round(
     started = time.perf_counter()
     try:
         proposal = learners[proposer].mli_propose_weights()
-    except Exception as exc:  # noqa: BLE001  (a failing proposer voids the round, it does not end the run)
+    except Exception as exc:
         _log.warning("round %d: proposer %d failed: %s", round_index, proposer, exc)
         result.outcomes[proposer] = ABSENT
         result.errors[proposer] = str(exc)
@@ -79,7 +79,9 @@ def collective_learning_round(
     result.timings.update(propose=proposed - started, vote=voted - proposed)
 
     if len(present) < quorum:
-        return _void(result, f"only {len(present)} of {len(voters)} voters answered; quorum is {quorum}", started)
+        return _void(
+            result, f"only {len(present)} of {len(voters)} voters answered; quorum is {quorum}", started
+        )
     result.vote = result.approvals >= (n - 1) * vote_threshold
     if result.vote:
         accepted = fan_out(lambda i: learners[i].mli_accept_weights(proposal), [proposer, *present])
@@ -121,9 +123,13 @@ def set_equal_weights(learners: Sequence[MachineLearningInterface]) -> None:
     weights = learners[0].mli_get_current_weights()
     failures = {
         i: outcome
-        for i, outcome in fan_out(lambda i: learners[i].mli_accept_weights(weights), range(1, len(learners))).items()
+        for i, outcome in fan_out(
+            lambda i: learners[i].mli_accept_weights(weights), range(1, len(learners))
+        ).items()
         if isinstance(outcome, BaseException)
     }
     if failures:
         first = next(iter(failures.values()))
-        raise RuntimeError(f"{len(failures)} learner(s) could not take the initial weights, e.g.: {first}") from first
+        raise RuntimeError(
+            f"{len(failures)} learner(s) could not take the initial weights, e.g.: {first}"
+        ) from first

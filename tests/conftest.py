@@ -48,7 +48,9 @@ def free_ports(n: int) -> int:
     raise RuntimeError(f"no {n} consecutive free ports")
 
 
-def digits_setup(model: str = "SKLEARN_DIGITS", shard: int = 0, n_shards: int = 1, **model_params: object) -> pb.MLSetupRequest:
+def digits_setup(
+    model: str = "SKLEARN_DIGITS", shard: int = 0, n_shards: int = 1, **model_params: object
+) -> pb.MLSetupRequest:
     return pb.MLSetupRequest(
         dataloader_name="DIGITS",
         dataloader_parameters=json.dumps({"shard": shard, "n_shards": n_shards}),
@@ -63,7 +65,12 @@ def start_server() -> Iterator[Callable[..., GRPCServer]]:
     servers: list[GRPCServer] = []
 
     def start(metrics: bool = False, **settings: object) -> GRPCServer:
-        base = {"host": "127.0.0.1", "port": 0, "metrics_port": free_port() if metrics else 0, "grace_seconds": 1.0}
+        base = {
+            "host": "127.0.0.1",
+            "port": 0,
+            "metrics_port": free_port() if metrics else 0,
+            "grace_seconds": 1.0,
+        }
         server = GRPCServer(mli_factory=ExampleMliFactory(), settings=Settings(**{**base, **settings}))
         servers.append(server.start())
         return server
@@ -96,13 +103,17 @@ class LearnerProcesses:
         self.log_dir = log_dir
         self.processes: dict[int, subprocess.Popen[bytes]] = {}
 
-    def start(self, port: int, *extra: str, metrics_port: int = 0, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
+    def start(
+        self, port: int, *extra: str, metrics_port: int = 0, env: dict[str, str] | None = None
+    ) -> subprocess.Popen[bytes]:
         log = (self.log_dir / f"learner-{port}.log").open("wb")
         command = [
             sys.executable, "-m", "colearn_learner", "serve", "--host=127.0.0.1",
             f"--port={port}", f"--metrics-port={metrics_port}", "--grace-seconds=2", *extra,
         ]  # fmt: skip
-        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})})
+        process = subprocess.Popen(
+            command, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})}
+        )
         log.close()
         self.processes[port] = process
         wait_until_serving(f"127.0.0.1:{port}", timeout=60)

@@ -1,4 +1,4 @@
-"""Command-line flags in both spellings: the tutorial's ``--metrics_port`` and the usual ``--metrics-port``."""
+"""Flags in both spellings: the tutorial's ``--metrics_port`` and the kebab-case ``--metrics-port``."""
 
 from __future__ import annotations
 

@@ -94,7 +94,8 @@ class WeightsAssembler:
             )
         if self._received + len(part.data) > self._total:
             raise WeightsStreamError(
-                f"part at offset {part.offset} with {len(part.data)} bytes runs past total_bytes {self._total}"
+                f"part at offset {part.offset} with {len(part.data)} bytes "
+                f"runs past total_bytes {self._total}"
             )
         self._received += len(part.data)
         self._hasher.update(part.data)

@@ -13,7 +13,15 @@ from typing import Any
 
 from colearn_contract.cli_flags import add_flag
 
-_SETTING_FLAGS = ("host", "port", "metrics_port", "data_root", "worker_threads", "max_message_bytes", "grace_seconds")
+_SETTING_FLAGS = (
+    "host",
+    "port",
+    "metrics_port",
+    "data_root",
+    "worker_threads",
+    "max_message_bytes",
+    "grace_seconds",
+)
 
 
 def _add_setting_flags(parser: argparse.ArgumentParser) -> None:
@@ -25,7 +33,9 @@ def _add_setting_flags(parser: argparse.ArgumentParser) -> None:
     add_flag(parser, "worker_threads", type=int, help="gRPC worker threads (default 16)")
     add_flag(parser, "max_message_bytes", type=int, help="gRPC max message size")
     add_flag(parser, "grace_seconds", type=float, help="drain time after SIGTERM (default 10)")
-    add_flag(parser, "plugins", action="append", help="module to import for its registry decorators (repeatable)")
+    add_flag(
+        parser, "plugins", action="append", help="module to import for its registry decorators (repeatable)"
+    )
     add_flag(parser, "log_level", default=os.environ.get("COLEARN_LOG_LEVEL", "INFO"))
 
 
@@ -40,7 +50,9 @@ def _settings(args: argparse.Namespace) -> Any:
     try:
         return Settings(**overrides)
     except ValidationError as exc:
-        problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'settings'}: {e['msg']}" for e in exc.errors())
+        problems = "; ".join(
+            f"{'.'.join(map(str, e['loc'])) or 'settings'}: {e['msg']}" for e in exc.errors()
+        )
         raise SystemExit(f"colearn-learner: invalid configuration: {problems}") from None
 
 
@@ -48,7 +60,7 @@ def _load_plugins(modules: list[str]) -> None:
     for module in modules:
         try:
             importlib.import_module(module)
-        except Exception as exc:  # noqa: BLE001  (any failure to load a plugin stops start-up)
+        except Exception as exc:
             raise SystemExit(f"colearn-learner: cannot load plugin {module!r}: {exc}") from None
 
 
@@ -63,7 +75,9 @@ def serve(args: argparse.Namespace) -> int:
         server = GRPCServer(mli_factory=factory, settings=settings).start()
     except OSError as exc:
         raise SystemExit(f"colearn-learner: {exc}") from None
-    print(f"colearn-learner serving on port {server.port} (metrics {server.metrics_port or 'off'})", flush=True)
+    print(
+        f"colearn-learner serving on port {server.port} (metrics {server.metrics_port or 'off'})", flush=True
+    )
     server.run()
     return 0
 
@@ -92,7 +106,9 @@ def serve_n(args: argparse.Namespace) -> int:
             f"--port={settings.port + i}", f"--metrics-port={metrics_port}", *passed,
         ]  # fmt: skip
         children.append(subprocess.Popen(command))
-        print(f"learner {i}: pid {children[-1].pid} port {settings.port + i} metrics {metrics_port}", flush=True)
+        print(
+            f"learner {i}: pid {children[-1].pid} port {settings.port + i} metrics {metrics_port}", flush=True
+        )
     codes = [child.wait() for child in children]
     return 0 if all(code in (0, -signal.SIGTERM) for code in codes) else 1
 
@@ -127,7 +143,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=serve_n)
     p = commands.add_parser("health", help="exit 0 when a learner is SERVING")
     add_flag(p, "address", default="127.0.0.1:9995", help="host:port (default 127.0.0.1:9995)")
-    add_flag(p, "service", default="", help='health service: "" (the server) or colearn.v1.Learner (the model)')
+    add_flag(
+        p, "service", default="", help='health service: "" (the server) or colearn.v1.Learner (the model)'
+    )
     add_flag(p, "timeout", type=float, default=3.0, help="seconds to wait (default 3)")
     p.set_defaults(func=health)
     return parser

@@ -63,7 +63,9 @@ class MetricsInterceptor(grpc.ServerInterceptor):
 
             return wrapper
 
-        def timed_stream(behavior: Callable[[Any, grpc.ServicerContext], Iterator[Any]]) -> Callable[..., Any]:
+        def timed_stream(
+            behavior: Callable[[Any, grpc.ServicerContext], Iterator[Any]],
+        ) -> Callable[..., Any]:
             def wrapper(request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
                 metrics.rpc_started.labels(*labels).inc()
                 start = time.perf_counter()

@@ -53,7 +53,10 @@ class LearnerMetrics:
             "colearn_train_seconds", "Time to train a proposal", buckets=_SECONDS, registry=r
         )
         self.eval_seconds = Histogram(
-            "colearn_eval_seconds", "Time to evaluate weights on vote and test data", buckets=_SECONDS, registry=r
+            "colearn_eval_seconds",
+            "Time to evaluate weights on vote and test data",
+            buckets=_SECONDS,
+            registry=r,
         )
         self.votes = Counter("colearn_votes", "Votes cast, by outcome", ["outcome"], registry=r)
         self.accepted = Counter("colearn_accepted_proposals", "Proposals accepted as current", registry=r)

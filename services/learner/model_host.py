@@ -84,7 +84,9 @@ class ModelHost:
             raise NotSetUpError("no model is set up on this learner; call MLSetup first")
         return self._mli
 
-    def setup(self, model_name: str, model_params: str, dataloader_name: str, dataset_params: str) -> SetupResult:
+    def setup(
+        self, model_name: str, model_params: str, dataloader_name: str, dataset_params: str
+    ) -> SetupResult:
         dataset_params = confine_location(dataset_params, self._data_root)
         key = self._factory.setup_key(model_name, model_params, dataloader_name, dataset_params)
         with self._lock:

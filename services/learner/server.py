@@ -40,7 +40,9 @@ class GRPCServer:
         host: str | None = None,
     ) -> None:
         overrides: dict[str, Any] = {
-            k: v for k, v in {"port": port, "metrics_port": metrics_port, "host": host}.items() if v is not None
+            k: v
+            for k, v in {"port": port, "metrics_port": metrics_port, "host": host}.items()
+            if v is not None
         }
         base = settings or Settings()
         self.settings = base.model_copy(update=overrides) if overrides else base
@@ -94,7 +96,9 @@ class GRPCServer:
         server.start()
         self._server = server
         self.health.listening()
-        _log.info("learner serving %s on port %d, metrics on %s", SERVICE_NAME, self.port, self.metrics_port or "-")
+        _log.info(
+            "learner serving %s on port %d, metrics on %s", SERVICE_NAME, self.port, self.metrics_port or "-"
+        )
         return self
 
     def run(self) -> None:
@@ -103,7 +107,9 @@ class GRPCServer:
             self.start()
         if threading.current_thread() is threading.main_thread():
             for sig in (signal.SIGTERM, signal.SIGINT):
-                signal.signal(sig, lambda signum, frame: threading.Thread(target=self.stop, daemon=True).start())
+                signal.signal(
+                    sig, lambda signum, frame: threading.Thread(target=self.stop, daemon=True).start()
+                )
         self._stopped.wait()
 
     def stop(self, grace: float | None = None) -> None:

@@ -33,7 +33,9 @@ def _abort(context: grpc.ServicerContext, method: str, exc: Exception) -> None:
     if isinstance(exc, WeightsStreamError):
         context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"bad weights stream: {exc}")
     _log.exception("%s failed", method)
-    context.abort(grpc.StatusCode.INTERNAL, f"{method} failed inside the learner: {type(exc).__name__}: {exc}")
+    context.abort(
+        grpc.StatusCode.INTERNAL, f"{method} failed inside the learner: {type(exc).__name__}: {exc}"
+    )
 
 
 def _guarded(method: Callable[..., Any]) -> Callable[..., Any]:
@@ -44,7 +46,7 @@ def _guarded(method: Callable[..., Any]) -> Callable[..., Any]:
         def stream(self: LearnerServicer, request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
             try:
                 yield from method(self, request, context)
-            except Exception as exc:  # noqa: BLE001  (mapped to a status code, never swallowed)
+            except Exception as exc:
                 _abort(context, name, exc)
 
         return stream
@@ -53,7 +55,7 @@ def _guarded(method: Callable[..., Any]) -> Callable[..., Any]:
     def unary(self: LearnerServicer, request: Any, context: grpc.ServicerContext) -> Any:
         try:
             return method(self, request, context)
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
             _abort(context, name, exc)
 
     return unary
@@ -61,7 +63,13 @@ def _guarded(method: Callable[..., Any]) -> Callable[..., Any]:
 
 class LearnerServicer(pb_grpc.LearnerServicer):
     def __init__(
-        self, factory: MliFactory, host: ModelHost, metrics: LearnerMetrics, *, max_weights_bytes: int, part_bytes: int
+        self,
+        factory: MliFactory,
+        host: ModelHost,
+        metrics: LearnerMetrics,
+        *,
+        max_weights_bytes: int,
+        part_bytes: int,
     ) -> None:
         self._factory = factory
         self._host = host
@@ -70,7 +78,9 @@ class LearnerServicer(pb_grpc.LearnerServicer):
         self._part_bytes = part_bytes
 
     @_guarded
-    def QueryVersion(self, request: pb.QueryVersionRequest, context: grpc.ServicerContext) -> pb.QueryVersionResponse:
+    def QueryVersion(
+        self, request: pb.QueryVersionRequest, context: grpc.ServicerContext
+    ) -> pb.QueryVersionResponse:
         return pb.QueryVersionResponse(version=__version__, contract=CONTRACT)
 
     @_guarded
@@ -103,7 +113,10 @@ class LearnerServicer(pb_grpc.LearnerServicer):
             if not getattr(request, field):
                 raise InvalidParametersError(f"{field} is required")
         result = self._host.setup(
-            request.model_name, request.model_parameters, request.dataloader_name, request.dataloader_parameters
+            request.model_name,
+            request.model_parameters,
+            request.dataloader_name,
+            request.dataloader_parameters,
         )
         return pb.MLSetupResponse(unchanged=result.unchanged, weights_sha256=result.weights_sha256)
 

@@ -46,7 +46,11 @@ class ScoredLearner(MachineLearningInterface, abc.ABC):
         better = vote_score > self.vote_score if self.strict_vote else vote_score >= self.vote_score
         self._tested = (weights.weights, vote_score)  # a reference, so identity cannot be reused
         return ProposedWeights(
-            weights=weights, vote_score=vote_score, test_score=test_score, vote=better, criterion=self.criterion
+            weights=weights,
+            vote_score=vote_score,
+            test_score=test_score,
+            vote=better,
+            criterion=self.criterion,
         )
 
     def mli_accept_weights(self, weights: Weights) -> None:

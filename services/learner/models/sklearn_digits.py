@@ -25,7 +25,9 @@ class SklearnDigitsLearner(ScoredLearner):
         self._epochs = epochs
         self._rng = np.random.default_rng(seed)
         self._classes = np.arange(data.n_classes)
-        self._model = SGDClassifier(loss=loss, learning_rate="constant", eta0=learning_rate, random_state=seed)
+        self._model = SGDClassifier(
+            loss=loss, learning_rate="constant", eta0=learning_rate, random_state=seed
+        )
         # Every learner starts from the same seeded weights, so a fleet agrees before its first round.
         init = np.random.default_rng(seed)
         self._coef = init.normal(0, 0.01, (data.n_classes, data.n_features)).astype(np.float64)
