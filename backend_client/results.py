@@ -66,7 +66,7 @@ class Results:
         document = {"run": run_info, "results": [r.to_dict() for r in self.data]}
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(path.suffix + ".tmp")
-        tmp.write_text(json.dumps(document, indent=2, allow_nan=False, default=_finite))
+        tmp.write_text(json.dumps(_json_safe(document), indent=2, allow_nan=False))
         tmp.replace(path)
 
     @classmethod
@@ -75,5 +75,14 @@ class Results:
         return cls(data=[Result.from_dict(r) for r in document["results"]])
 
 
-def _finite(value: Any) -> Any:
-    raise TypeError(f"cannot store {type(value).__name__} in results.json")
+def _json_safe(value: Any) -> Any:
+    """Plain JSON: a score that is NaN or infinite is stored as null, numpy scalars as Python ones."""
+    if isinstance(value, dict):
+        return {k: _json_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_json_safe(v) for v in value]
+    if hasattr(value, "item") and not isinstance(value, str | bytes):
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value

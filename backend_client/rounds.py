@@ -16,6 +16,7 @@ import logging
 import math
 import time
 from collections.abc import Sequence
+from fractions import Fraction
 
 from backend_client.fan_out import fan_out
 from backend_client.results import ABSENT, APPROVE, NONE, PROPOSER, REJECT, Result
@@ -70,8 +71,8 @@ def collective_learning_round(
             continue
         assert isinstance(verdict, ProposedWeights)
         present.append(i)
-        result.votes[i] = verdict.vote
-        result.outcomes[i] = _outcome(verdict.vote)
+        result.votes[i] = None if verdict.vote is None else bool(verdict.vote)  # numpy bools too
+        result.outcomes[i] = _outcome(result.votes[i])
         result.vote_scores[i] = _finite(verdict.vote_score)
         result.test_scores[i] = _finite(verdict.test_score)
         result.criterion = result.criterion or verdict.criterion
@@ -82,7 +83,7 @@ def collective_learning_round(
         return _void(
             result, f"only {len(present)} of {len(voters)} voters answered; quorum is {quorum}", started
         )
-    result.vote = result.approvals >= (n - 1) * vote_threshold
+    result.vote = result.approvals >= required_approvals(n, vote_threshold)
     if result.vote:
         accepted = fan_out(lambda i: learners[i].mli_accept_weights(proposal), [proposer, *present])
         for i, outcome in accepted.items():
@@ -91,6 +92,12 @@ def collective_learning_round(
                 result.errors[i] = f"accept failed: {outcome}"
     result.timings.update(accept=time.perf_counter() - voted, total=time.perf_counter() - started)
     return result
+
+
+def required_approvals(n_learners: int, vote_threshold: float) -> Fraction:
+    """``(N - 1) * threshold``, exactly: in floats ``25 * 0.28`` is ``7.000000000000001``, which would
+    turn 7 approvals out of 25 voters into a reject."""
+    return (n_learners - 1) * Fraction(str(vote_threshold))
 
 
 def _void(result: Result, reason: str, started: float) -> Result:
