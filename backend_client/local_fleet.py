@@ -21,18 +21,20 @@ from backend_client.discovery import consecutive_ports
 def wait_until_serving(address: str, timeout: float, service: str = "") -> None:
     """Polls the gRPC health service until ``service`` is SERVING, or raises TimeoutError."""
     deadline = time.monotonic() + timeout
-    with grpc.insecure_channel(address) as channel:
-        stub = health_pb2_grpc.HealthStub(channel)
-        while True:
+    while True:
+        # A fresh channel per attempt: a reused one backs off for a second after its first refused
+        # connection, which would make a learner that is ready in 0.4 s look ready only after 1.4 s.
+        with grpc.insecure_channel(address) as channel:
             try:
-                status = stub.Check(health_pb2.HealthCheckRequest(service=service), timeout=1.0).status
+                request = health_pb2.HealthCheckRequest(service=service)
+                status = health_pb2_grpc.HealthStub(channel).Check(request, timeout=1.0).status
                 if status == health_pb2.HealthCheckResponse.SERVING:
                     return
             except grpc.RpcError:
                 pass
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"learner {address} was not SERVING within {timeout} s")
-            time.sleep(0.05)
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"learner {address} was not SERVING within {timeout} s")
+        time.sleep(0.05)
 
 
 class LocalFleet:

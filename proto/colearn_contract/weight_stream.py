@@ -80,6 +80,7 @@ class WeightsAssembler:
         self._hasher = hashlib.sha256()
 
     def add(self, part: pb.WeightsPart) -> None:
+        data = part.data  # each read of a bytes field copies it: read it once
         if self._header is None:
             self._start(part)
         elif part.HasField("header"):
@@ -92,14 +93,13 @@ class WeightsAssembler:
             raise WeightsStreamError(
                 f"parts are not contiguous: expected offset {self._received}, got {part.offset}"
             )
-        if self._received + len(part.data) > self._total:
+        if self._received + len(data) > self._total:
             raise WeightsStreamError(
-                f"part at offset {part.offset} with {len(part.data)} bytes "
-                f"runs past total_bytes {self._total}"
+                f"part at offset {part.offset} with {len(data)} bytes runs past total_bytes {self._total}"
             )
-        self._received += len(part.data)
-        self._hasher.update(part.data)
-        self._chunks.append(part.data)
+        self._received += len(data)
+        self._hasher.update(data)
+        self._chunks.append(data)
 
     def _start(self, part: pb.WeightsPart) -> None:
         if not part.HasField("header"):

@@ -13,14 +13,9 @@ GENERATED = ("learner_pb2.py", "learner_pb2.pyi", "learner_pb2_grpc.py")
 
 
 def test_generated_code_matches_the_proto(tmp_path: Path) -> None:
-    subprocess.run(
-        [
-            sys.executable, "-m", "grpc_tools.protoc", f"-Icolearn_contract/v1={REPO / 'proto/colearn/v1'}",
-            f"--python_out={tmp_path}", f"--pyi_out={tmp_path}", f"--grpc_python_out={tmp_path}",
-            "colearn_contract/v1/learner.proto",
-        ],  # fmt: skip
-        check=True,
-    )
+    protoc = [sys.executable, "-m", "grpc_tools.protoc", f"-Icolearn_contract/v1={REPO / 'proto/colearn/v1'}"]
+    outputs = [f"--python_out={tmp_path}", f"--pyi_out={tmp_path}", f"--grpc_python_out={tmp_path}"]
+    subprocess.run([*protoc, *outputs, "colearn_contract/v1/learner.proto"], check=True)
     for name in GENERATED:
         fresh = (tmp_path / "colearn_contract/v1" / name).read_text()
         committed = (REPO / "proto/colearn_contract/v1" / name).read_text()

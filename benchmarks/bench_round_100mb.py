@@ -1,0 +1,105 @@
+"""Figure (a): one collective-learning round with N=4 learner processes and 100 MB float32 weights.
+
+Ours is ``collective_learning_round`` over ``LearnerClient``s: votes and accepts fan out, the proposer does
+not vote, and the accept is ``AcceptProposal`` by id. The baseline, measured side by side over the same
+learner processes, is a round shaped like colearn 0.2.8's: every call in turn, the proposer also tests its
+own proposal, and every learner receives the weights twice (``TestWeights``, then ``SetWeights``).
+Training and evaluation take 0 s, so the round time is transport and codec only. Rounds of both kinds
+alternate, so that the machine's noise falls on both alike.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import statistics
+import time
+from collections.abc import Sequence
+
+from figures import emit, log, repetitions_parser, runs_from
+from learner_processes import LearnerProcesses
+
+from backend_client.learner_client import LearnerClient
+from backend_client.rounds import collective_learning_round
+from colearn_contract.mli import Weights
+
+N_LEARNERS = 4
+WEIGHTS_MB = 100.0
+VOTE_THRESHOLD = 0.5
+REFERENCE_COLEARN_028_S = 4.7  # original colearn 0.2.8, measured on this machine
+TARGET = "<= 0.6"
+
+
+def colearn_028_round(learners: Sequence[LearnerClient], vote_threshold: float, round_index: int) -> bool:
+    """colearn 0.2.8's round: sequential, the proposer votes too, the accept sends the weights again."""
+    n = len(learners)
+    proposer = round_index % n
+    proposal = learners[proposer].mli_propose_weights()
+    # No proposal id: colearn had no proposal cache, so the accept below must be a SetWeights.
+    anonymous = Weights(weights=dataclasses.replace(proposal.weights, proposal_id=""))
+    verdicts = [learner.mli_test_weights(anonymous) for learner in learners]
+    approvals = sum(1 for v in verdicts if v.vote)
+    accepted = approvals >= n * vote_threshold
+    if accepted:
+        for learner in learners:
+            learner.mli_accept_weights(anonymous)
+    return accepted
+
+
+def setup(
+    clients: Sequence[LearnerClient], weights_mb: float, train_s: float = 0.0, eval_s: float = 0.0
+) -> None:
+    params = json.dumps({"weights_mb": weights_mb, "train_seconds": train_s, "eval_seconds": eval_s})
+    for client in clients:
+        client.setup_ml("TOY", "{}", "TOY", params)
+
+
+def main() -> None:
+    args = repetitions_parser(__doc__.splitlines()[0], default_runs=7, quick_runs=3).parse_args()
+    runs = runs_from(args)
+    ours: list[float] = []
+    baseline: list[float] = []
+    phases: dict[str, list[float]] = {"propose": [], "vote": [], "accept": []}
+    fleet = LearnerProcesses(N_LEARNERS)
+    clients: list[LearnerClient] = []
+    try:
+        fleet.start()
+        clients = [LearnerClient(f"learner-{i}", a).start() for i, a in enumerate(fleet.addresses)]
+        setup(clients, WEIGHTS_MB)
+        # One warm-up round of each kind: first-touch page faults and channel set-up are not a round's cost.
+        collective_learning_round(clients, VOTE_THRESHOLD, 0)
+        colearn_028_round(clients, VOTE_THRESHOLD, 1)
+        for r in range(runs):
+            start = time.perf_counter()
+            result = collective_learning_round(clients, VOTE_THRESHOLD, 2 + 2 * r)
+            ours.append(time.perf_counter() - start)
+            if not result.vote or result.errors:
+                raise RuntimeError(f"round was not accepted cleanly: {result.errors or result.reason}")
+            for phase in phases:
+                phases[phase].append(result.timings[phase])
+            start = time.perf_counter()
+            if not colearn_028_round(clients, VOTE_THRESHOLD, 3 + 2 * r):
+                raise RuntimeError("the baseline round was not accepted")
+            baseline.append(time.perf_counter() - start)
+            log(
+                f"round_100mb run {r + 1}/{runs}: ours {ours[-1]:.3f} s, "
+                f"colearn-0.2.8-style {baseline[-1]:.3f} s"
+            )
+    finally:
+        for client in clients:
+            client.stop()
+        fleet.stop()
+
+    emit(
+        "round_time_n4_100mb", "s", ours,
+        baseline="colearn-0.2.8-style sequential round, same learners", baseline_samples=baseline,
+        target=TARGET, target_on="median",
+        reference_colearn_028_s=REFERENCE_COLEARN_028_S,
+        ratio_to_reference=round(statistics.median(ours) / REFERENCE_COLEARN_028_S, 4),
+        phases_median_s={k: round(statistics.median(v), 4) for k, v in phases.items()},
+        n_learners=N_LEARNERS, weights_mb=WEIGHTS_MB,
+    )  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()

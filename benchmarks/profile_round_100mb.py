@@ -1,0 +1,295 @@
+"""Where the time of a 100 MB round goes: each stage of the weights path, and the CPU a round burns.
+
+Not a target figure but the analysis behind figures (a) and (c). Part one times, in this process, every
+step a 100 MiB proposal takes through the product's own functions, in the order a round runs them, and
+compares each with one memcpy of the same bytes into a warm buffer (the ratio says "how many memcpys").
+Part two runs real rounds over N=4 TOY learner processes and reads, per round, the user and system CPU
+seconds and the minor page faults of the proposer, the voters and this backend process from /proc.
+Part three is a what-if over the same learners, measured side by side with the product's round: the
+backend relays the proposer's serialized parts to the voters as they came (no protobuf parse, no sha256,
+no join, no re-split, no re-serialise), which is what "the backend relays opaque bytes" could cost.
+"""
+
+from __future__ import annotations
+
+import json
+import resource
+import statistics
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import grpc
+import numpy as np
+import psutil
+from figures import emit, log, repetitions_parser, runs_from
+from learner_processes import LearnerProcesses
+from toy_learner import ToyLearner
+
+from backend_client.fan_out import fan_out
+from backend_client.learner_client import LearnerClient
+from backend_client.rounds import collective_learning_round
+from colearn_contract import SERVICE_NAME
+from colearn_contract.grpc_options import channel_options
+from colearn_contract.v1 import learner_pb2 as pb
+from colearn_contract.weight_stream import EncodedWeights, assemble, iter_parts
+from colearn_learner.weight_adapters import decode_weights, encode_weights
+
+WEIGHTS_MB = 100.0
+N_LEARNERS = 4
+_CLK_TCK = 100.0
+MB = 1024 * 1024
+
+
+def timed(call: Callable[[], Any], runs: int) -> tuple[list[float], Any]:
+    samples, result = [], None
+    for _ in range(runs):
+        result = None  # let the previous result go first, as the product does between rounds
+        start = time.perf_counter()
+        result = call()
+        samples.append(time.perf_counter() - start)
+    return samples, result
+
+
+def stages(runs: int) -> None:
+    model = ToyLearner(WEIGHTS_MB, 0.0, 0.0, 0)
+    weights = model.mli_get_current_weights()
+    array = weights.weights["w"]
+    warm = np.empty_like(array)
+    np.copyto(warm, array)
+    memcpy, _ = timed(lambda: np.copyto(warm, array), runs)
+
+    state: dict[str, Any] = {}
+
+    def encode() -> Any:
+        state["data"], _ = encode_weights(weights)
+        return state["data"]
+
+    def wrap() -> Any:
+        state["encoded"] = EncodedWeights.wrap(state["data"], proposal_id="p")
+        return state["encoded"]
+
+    def split() -> Any:
+        state["parts"] = list(iter_parts(state["encoded"]))
+        return state["parts"]
+
+    def serialize() -> Any:
+        state["wire"] = [p.SerializeToString() for p in state["parts"]]
+        return state["wire"]
+
+    def parse() -> Any:
+        state["received"] = [pb.WeightsPart.FromString(w) for w in state["wire"]]
+        return state["received"]
+
+    def join() -> Any:
+        state["joined"] = assemble(iter(state["received"]), 1 << 40)
+        return state["joined"]
+
+    def decode() -> Any:
+        return decode_weights(state["joined"].data)
+
+    steps: list[tuple[str, str, Callable[[], Any]]] = [
+        ("learner: encode_weights (safetensors.save)", "proposer, GetCurrentWeights", encode),
+        ("learner: sha256 (EncodedWeights.wrap)", "proposer, GetCurrentWeights", wrap),
+        ("sender: iter_parts (bytes() per part + WeightsPart)", "proposer; backend x(N-1) voters", split),
+        ("sender: protobuf SerializeToString of parts", "proposer; backend x(N-1) voters", serialize),
+        ("receiver: protobuf parse of parts", "backend; every voter", parse),
+        ("receiver: assemble (part.data, sha256, b''.join)", "backend; every voter", join),
+        ("voter: decode_weights (safetensors.load)", "every voter, SetWeights", decode),
+    ]
+    total: list[float] = []
+    for name, where, call in steps:
+        samples, _ = timed(call, runs)
+        total.append(statistics.median(samples))
+        emit(
+            f"stage_100mb: {name}", "s", samples,
+            baseline="memcpy of the same 100 MiB into a warm buffer", baseline_samples=memcpy,
+            target="", informational="ratio = cost in memcpys", runs_in=where,
+        )  # fmt: skip
+    log(f"stages: sum of medians {sum(total):.3f} s for one hop, memcpy {statistics.median(memcpy):.4f} s")
+
+
+def proc_times(pid: int) -> tuple[float, float, int]:
+    """user s, system s, minor faults of one process, from /proc/<pid>/stat."""
+    text = Path(f"/proc/{pid}/stat").read_text()
+    fields = text[text.rindex(")") + 2 :].split()
+    return int(fields[11]) / _CLK_TCK, int(fields[12]) / _CLK_TCK, int(fields[7])
+
+
+def self_times() -> tuple[float, float, int]:
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime, r.ru_stime, r.ru_minflt
+
+
+def rounds(runs: int) -> None:
+    fleet = LearnerProcesses(N_LEARNERS)
+    clients: list[LearnerClient] = []
+    roles: dict[str, dict[str, list[float]]] = {
+        role: {"user_s": [], "sys_s": [], "minor_faults": []} for role in ("proposer", "voters", "backend")
+    }
+    walls: list[float] = []
+    cpu: list[float] = []
+    rss_setup: list[float] = []
+    rss_after: list[float] = []
+    try:
+        fleet.start()
+        clients = [LearnerClient(f"learner-{i}", a).start() for i, a in enumerate(fleet.addresses)]
+        params = json.dumps({"weights_mb": WEIGHTS_MB})
+        for client in clients:
+            client.setup_ml("TOY", "{}", "TOY", params)
+        rss_setup = [psutil.Process(pid).memory_info().rss / MB for pid in fleet.pids]
+        collective_learning_round(clients, 0.5, 0)  # warm-up
+        for r in range(1, runs + 1):
+            proposer = r % N_LEARNERS
+            before = [proc_times(pid) for pid in fleet.pids]
+            mine = self_times()
+            start = time.perf_counter()
+            collective_learning_round(clients, 0.5, r)
+            walls.append(time.perf_counter() - start)
+            after = [proc_times(pid) for pid in fleet.pids]
+            mine_after = self_times()
+            deltas = [
+                tuple(a - b for a, b in zip(x, y, strict=True)) for x, y in zip(after, before, strict=True)
+            ]
+            voters = [d for i, d in enumerate(deltas) if i != proposer]
+            per_role = {
+                "proposer": deltas[proposer],
+                "voters": tuple(sum(v[k] for v in voters) for k in range(3)),
+                "backend": tuple(a - b for a, b in zip(mine_after, mine, strict=True)),
+            }
+            for role, (user, system, faults) in per_role.items():
+                roles[role]["user_s"].append(user)
+                roles[role]["sys_s"].append(system)
+                roles[role]["minor_faults"].append(faults)
+            cpu.append(sum(u + s for u, s, _ in per_role.values()))
+            log(f"profile round {r}/{runs}: wall {walls[-1]:.3f} s, cpu {cpu[-1]:.2f} s")
+        # Enough further rounds that every learner has filled its proposal cache (proposal_cache_size=4).
+        for r in range(runs + 1, max(runs + 1, 7)):
+            collective_learning_round(clients, 0.5, r)
+        rss_after = [psutil.Process(pid).memory_info().rss / MB for pid in fleet.pids]
+    finally:
+        for client in clients:
+            client.stop()
+        fleet.stop()
+    breakdown = {
+        role: {k: round(statistics.median(v), 3) for k, v in values.items()} for role, values in roles.items()
+    }
+    emit(
+        "round_cpu_n4_100mb", "cpu-s", cpu,
+        baseline="wall time of the same rounds", baseline_samples=walls,
+        target="", informational="ratio = CPU seconds per wall second (2 cores: at most 2)",
+        per_role_median=breakdown,
+    )  # fmt: skip
+    emit(
+        "learner_rss_after_rounds_100mb", "MB", rss_after,
+        baseline="RSS of the same learners right after MLSetup (one 100 MiB model)",
+        baseline_samples=rss_setup, target="",
+        informational="samples: the N learners after at least 6 rounds; default proposal_cache_size=4",
+    )  # fmt: skip
+
+
+def _identity(raw: bytes) -> bytes:
+    return raw
+
+
+class RawRelay:
+    """The backend side of a round that forwards serialized weight parts untouched (a what-if)."""
+
+    def __init__(self, addresses: list[str]) -> None:
+        self.channels = [grpc.insecure_channel(a, options=channel_options(16 * MB)) for a in addresses]
+        self.propose = [
+            c.unary_stream(
+                f"/{SERVICE_NAME}/ProposeWeights",
+                request_serializer=pb.ProposeWeightsRequest.SerializeToString,
+                response_deserializer=_identity,
+            )
+            for c in self.channels
+        ]
+        self.test = [
+            c.stream_unary(
+                f"/{SERVICE_NAME}/TestWeights",
+                request_serializer=_identity,
+                response_deserializer=pb.TestWeightsResponse.FromString,
+            )
+            for c in self.channels
+        ]
+        self.accept = [
+            c.unary_unary(
+                f"/{SERVICE_NAME}/AcceptProposal",
+                request_serializer=pb.AcceptProposalRequest.SerializeToString,
+                response_deserializer=pb.AcceptProposalResponse.FromString,
+            )
+            for c in self.channels
+        ]
+
+    def round(self, round_index: int) -> bool:
+        n = len(self.channels)
+        proposer = round_index % n
+        parts = list(self.propose[proposer](pb.ProposeWeightsRequest(), timeout=600))
+        proposal_id = pb.WeightsPart.FromString(parts[0]).header.proposal_id  # only the header part
+        voters = [i for i in range(n) if i != proposer]
+        verdicts = fan_out(lambda i: self.test[i](iter(parts), timeout=600), voters)
+        if any(isinstance(v, BaseException) for v in verdicts.values()):
+            raise RuntimeError(f"relay round {round_index}: {verdicts}")
+        approvals = sum(1 for v in verdicts.values() if v.vote)
+        if approvals < (n - 1) * 0.5:
+            return False
+        request = pb.AcceptProposalRequest(proposal_id=proposal_id)
+        accepted = fan_out(lambda i: self.accept[i](request, timeout=600), [proposer, *voters])
+        if any(isinstance(v, BaseException) for v in accepted.values()):
+            raise RuntimeError(f"relay accept {round_index}: {accepted}")
+        return True
+
+    def close(self) -> None:
+        for channel in self.channels:
+            channel.close()
+
+
+def relay_what_if(runs: int) -> None:
+    fleet = LearnerProcesses(N_LEARNERS)
+    clients: list[LearnerClient] = []
+    relay: RawRelay | None = None
+    product: list[float] = []
+    relayed: list[float] = []
+    try:
+        fleet.start()
+        clients = [LearnerClient(f"learner-{i}", a).start() for i, a in enumerate(fleet.addresses)]
+        params = json.dumps({"weights_mb": WEIGHTS_MB})
+        for client in clients:
+            client.setup_ml("TOY", "{}", "TOY", params)
+        relay = RawRelay(fleet.addresses)
+        collective_learning_round(clients, 0.5, 0)  # warm-up of both kinds
+        relay.round(1)
+        for r in range(runs):
+            start = time.perf_counter()
+            collective_learning_round(clients, 0.5, 2 + 2 * r)
+            product.append(time.perf_counter() - start)
+            start = time.perf_counter()
+            if not relay.round(3 + 2 * r):
+                raise RuntimeError("the relay round was not accepted")
+            relayed.append(time.perf_counter() - start)
+            log(f"relay what-if {r + 1}/{runs}: product {product[-1]:.3f} s, raw relay {relayed[-1]:.3f} s")
+    finally:
+        if relay is not None:
+            relay.close()
+        for client in clients:
+            client.stop()
+        fleet.stop()
+    emit(
+        "what_if_round_n4_100mb_raw_relay", "s", relayed,
+        baseline="product collective_learning_round, same learners, same run", baseline_samples=product,
+        target="", informational="backend forwards serialized parts untouched; learners unchanged",
+    )  # fmt: skip
+
+
+def main() -> None:
+    args = repetitions_parser(__doc__.splitlines()[0], default_runs=5, quick_runs=3).parse_args()
+    runs = runs_from(args)
+    stages(runs)
+    rounds(runs)
+    relay_what_if(runs)
+
+
+if __name__ == "__main__":
+    main()
