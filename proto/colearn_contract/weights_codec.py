@@ -55,7 +55,8 @@ def encode_tensors(tensors: Mapping[str, np.ndarray], layout: TensorLayout) -> b
     """Serialises named arrays; the layout's names must be exactly the mapping's keys."""
     if list(layout.names) != list(tensors.keys()):
         raise WeightsCodecError("layout names must list the tensors in their order")
-    arrays = {name: np.ascontiguousarray(array) for name, array in tensors.items()}
+    # np.require keeps 0-d arrays 0-d (np.ascontiguousarray would make them shape (1,)).
+    arrays = {name: np.require(array, requirements="C") for name, array in tensors.items()}
     try:
         return safetensors.numpy.save(arrays, metadata={_LAYOUT_KEY: layout.to_json()})
     except (safetensors.SafetensorError, ValueError, TypeError, KeyError) as exc:

@@ -72,13 +72,9 @@ def serve(args: argparse.Namespace) -> int:
     factory = ExampleMliFactory()
     _load_plugins(settings.plugins)
     try:
-        server = GRPCServer(mli_factory=factory, settings=settings).start()
+        GRPCServer(mli_factory=factory, settings=settings).run()  # logs its ports once it serves
     except OSError as exc:
         raise SystemExit(f"colearn-learner: {exc}") from None
-    print(
-        f"colearn-learner serving on port {server.port} (metrics {server.metrics_port or 'off'})", flush=True
-    )
-    server.run()
     return 0
 
 

@@ -23,8 +23,11 @@ def _rpc_type(handler: grpc.RpcMethodHandler) -> str:
 
 def _code_of(context: grpc.ServicerContext, failed: bool) -> str:
     code = context.code()
-    if code is None:
-        code = grpc.StatusCode.UNKNOWN if failed else grpc.StatusCode.OK
+    if code is None and not failed:
+        code = grpc.StatusCode.OK
+    elif code is None:
+        # A client that went away mid-call leaves no code behind; the call did not fail on its own.
+        code = grpc.StatusCode.UNKNOWN if context.is_active() else grpc.StatusCode.CANCELLED
     return code.name
 
 

@@ -12,6 +12,7 @@ import logging
 import threading
 import time
 import uuid
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,9 +26,15 @@ from colearn_learner.errors import BadWeightsError, NotSetUpError, ProposalNotFo
 from colearn_learner.factory import MliFactory
 from colearn_learner.metrics import LearnerMetrics
 from colearn_learner.proposal_cache import Proposal, ProposalCache
-from colearn_learner.weight_adapters import WeightsSignature, decode_weights, encode_weights
+from colearn_learner.weight_adapters import (
+    WeightsMismatchError,
+    WeightsSignature,
+    decode_weights,
+    encode_weights,
+)
 
 _log = logging.getLogger(__name__)
+_ACCEPTED_IDS_KEPT = 256
 
 
 @dataclass(frozen=True)
@@ -67,7 +74,7 @@ class ModelHost:
         self._mli: MachineLearningInterface | None = None
         self._setup_key = ""
         self._signature: WeightsSignature | None = None
-        self._last_accepted = ""
+        self._accepted_ids: OrderedDict[str, None] = OrderedDict()  # recent ids, so a retry is a no-op
         self._proposals = ProposalCache(proposal_cache_size)
         self.status = LearnerStatus()
 
@@ -97,7 +104,7 @@ class ModelHost:
             encoded = EncodedWeights.wrap(data)
             self._mli, self._setup_key, self._signature = mli, key, signature
             self._proposals.clear()
-            self._last_accepted = ""
+            self._accepted_ids.clear()
             self.status = LearnerStatus(
                 ready=True,
                 model_name=model_name,
@@ -128,14 +135,11 @@ class ModelHost:
 
     def _decode_for_model(self, encoded: EncodedWeights) -> Weights:
         try:
-            weights, signature = decode_weights(encoded.data)
+            return decode_weights(encoded.data, expected=self._signature)
+        except WeightsMismatchError as exc:
+            raise BadWeightsError(f"weights do not fit model {self.status.model_name}: {exc}") from None
         except WeightsCodecError as exc:
             raise BadWeightsError(str(exc)) from None
-        expected = self._signature
-        problem = expected.mismatch(signature) if expected else None
-        if problem:
-            raise BadWeightsError(f"weights do not fit model {self.status.model_name}: {problem}")
-        return weights
 
     def test(self, encoded: EncodedWeights) -> ProposedWeights:
         weights = self._decode_for_model(encoded)
@@ -158,15 +162,17 @@ class ModelHost:
     def accept(self, proposal_id: str) -> LearnerStatus:
         with self._lock:
             mli = self._require_mli()
-            if proposal_id == self._last_accepted:
-                return self.status  # a retried accept must not count twice
+            if proposal_id in self._accepted_ids:
+                return self.status  # a retried or late accept must neither count twice nor roll back
             proposal = self._proposals.get(proposal_id)
             if proposal is None:
                 raise ProposalNotFoundError(
                     f"proposal {proposal_id!r} is not cached here; send it with SetWeights"
                 )
             mli.mli_accept_weights(proposal.weights)
-            self._last_accepted = proposal_id
+            self._accepted_ids[proposal_id] = None
+            while len(self._accepted_ids) > _ACCEPTED_IDS_KEPT:
+                self._accepted_ids.popitem(last=False)
             self._adopted(proposal.sha256, proposal.vote_score, proposal.test_score, count_round=True)
             return self.status
 
@@ -174,7 +180,6 @@ class ModelHost:
         weights = self._decode_for_model(encoded)
         with self._lock:
             self._require_mli().mli_accept_weights(weights)
-            self._last_accepted = ""
             self._adopted(encoded.sha256, None, None, count_round=False)
             return self.status
 

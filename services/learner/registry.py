@@ -53,7 +53,7 @@ class ParameterSchema:
                 fields[p.name] = (annotation, p.default)
         model = pydantic.create_model(
             f"{owner}Parameters",
-            __config__=pydantic.ConfigDict(extra="forbid", arbitrary_types_allowed=True),
+            __config__=pydantic.ConfigDict(extra="forbid", arbitrary_types_allowed=True, allow_inf_nan=False),
             **fields,
         )
         return cls(owner=owner, defaults=defaults, required=tuple(required), model=model)

@@ -103,13 +103,14 @@ class GRPCServer:
 
     def run(self) -> None:
         """Serves until SIGTERM or SIGINT (or ``stop()``), then drains in-flight calls."""
-        if self._server is None:
-            self.start()
+        # Handlers first: a SIGTERM that lands just after the learner reports SERVING must drain it too.
         if threading.current_thread() is threading.main_thread():
             for sig in (signal.SIGTERM, signal.SIGINT):
                 signal.signal(
                     sig, lambda signum, frame: threading.Thread(target=self.stop, daemon=True).start()
                 )
+        if self._server is None:
+            self.start()
         self._stopped.wait()
 
     def stop(self, grace: float | None = None) -> None:

@@ -109,9 +109,12 @@ class LearnerServicer(pb_grpc.LearnerServicer):
 
     @_guarded
     def MLSetup(self, request: pb.MLSetupRequest, context: grpc.ServicerContext) -> pb.MLSetupResponse:
-        for field in ("dataloader_name", "model_name"):
-            if not getattr(request, field):
-                raise InvalidParametersError(f"{field} is required")
+        if not request.model_name:
+            valid = ", ".join(sorted(self._factory.get_models()))
+            raise InvalidParametersError(f"model_name is required; valid models: {valid}")
+        if not request.dataloader_name:
+            valid = ", ".join(sorted(self._factory.get_dataloaders()))
+            raise InvalidParametersError(f"dataloader_name is required; valid dataloaders: {valid}")
         result = self._host.setup(
             request.model_name,
             request.model_parameters,

@@ -59,12 +59,36 @@ def to_tensors(obj: Any) -> tuple[dict[str, np.ndarray], TensorLayout]:
     return tensors, TensorLayout(structure=structure, names=tuple(tensors), extra=extra)
 
 
+class WeightsMismatchError(WeightsCodecError):
+    """Well-formed weights that do not fit the model they were sent to."""
+
+
+def _tensor_type(layout: TensorLayout) -> str:
+    tensor_type = layout.extra.get("tensor_type", "numpy")
+    if tensor_type not in ("numpy", "torch"):
+        raise WeightsCodecError(f"unknown tensor_type {tensor_type!r} in the weights layout")
+    return tensor_type
+
+
+def _bfloat16_names(tensors: Mapping[str, np.ndarray], layout: TensorLayout) -> set[str]:
+    """The tensors that carry raw bfloat16 bits; checked, since the layout comes from the peer."""
+    try:
+        names = json.loads(layout.extra.get("bfloat16", "[]"))
+    except ValueError:
+        raise WeightsCodecError("the weights layout's bfloat16 list is not JSON") from None
+    if not isinstance(names, list) or not all(isinstance(n, str) and n in tensors for n in names):
+        raise WeightsCodecError("the weights layout's bfloat16 list must name tensors of the buffer")
+    if any(tensors[n].dtype != np.int16 for n in names):
+        raise WeightsCodecError("bfloat16 tensors must travel as int16 bit patterns")
+    return set(names)
+
+
 def from_tensors(tensors: dict[str, np.ndarray], layout: TensorLayout) -> Any:
     values: dict[str, Any] = tensors
-    if layout.extra.get("tensor_type") == "torch":
+    if _tensor_type(layout) == "torch":
         import torch
 
-        bfloat16 = set(json.loads(layout.extra.get("bfloat16", "[]")))
+        bfloat16 = _bfloat16_names(tensors, layout)
         values = {}
         for name, array in tensors.items():
             tensor = torch.from_numpy(np.array(array, copy=not array.flags.writeable))
@@ -91,10 +115,14 @@ class WeightsSignature:
 
     @classmethod
     def of(cls, tensors: Mapping[str, np.ndarray], layout: TensorLayout) -> WeightsSignature:
+        bfloat16 = _bfloat16_names(tensors, layout)
         return cls(
             structure=layout.structure,
-            tensor_type=layout.extra.get("tensor_type", "numpy"),
-            tensors=tuple((name, a.dtype.name, tuple(a.shape)) for name, a in tensors.items()),
+            tensor_type=_tensor_type(layout),
+            tensors=tuple(
+                (name, "bfloat16" if name in bfloat16 else a.dtype.name, tuple(a.shape))
+                for name, a in tensors.items()
+            ),
         )
 
     @property
@@ -126,6 +154,11 @@ def encode_weights(weights: Weights) -> tuple[bytes, WeightsSignature]:
     return encode_tensors(tensors, layout), WeightsSignature.of(tensors, layout)
 
 
-def decode_weights(buffer: bytes) -> tuple[Weights, WeightsSignature]:
+def decode_weights(buffer: bytes, expected: WeightsSignature | None = None) -> Weights:
+    """Decodes a peer's buffer; with ``expected``, refuses weights that do not fit before building them
+    (so that, say, torch is never imported for a peer's sake on a scikit-learn learner)."""
     tensors, layout = decode_tensors(buffer)
-    return Weights(weights=from_tensors(tensors, layout)), WeightsSignature.of(tensors, layout)
+    signature = WeightsSignature.of(tensors, layout)
+    if expected is not None and (problem := expected.mismatch(signature)):
+        raise WeightsMismatchError(problem)
+    return Weights(weights=from_tensors(tensors, layout))

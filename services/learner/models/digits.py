@@ -14,9 +14,8 @@ import numpy as np
 from pydantic import Field
 
 from colearn_learner.errors import InvalidParametersError
+from colearn_learner.parameter_types import Ratio, Seed
 from colearn_learner.registry import FactoryRegistry
-
-Ratio = Annotated[float, Field(gt=0, lt=1)]
 
 
 @dataclass(frozen=True)
@@ -45,7 +44,7 @@ def prepare_digits(
     n_shards: Annotated[int, Field(ge=1, le=64)] = 1,
     train_ratio: Ratio = 0.6,
     vote_ratio: Ratio = 0.2,
-    seed: int = 42,
+    seed: Seed = 42,
 ) -> DigitsData:
     if shard >= n_shards:
         raise InvalidParametersError(f"shard must be below n_shards: got shard={shard}, n_shards={n_shards}")

@@ -9,6 +9,7 @@ from pydantic import Field
 
 from colearn_learner.models.digits import DigitsData
 from colearn_learner.models.scored_learner import ScoredLearner
+from colearn_learner.parameter_types import PositiveFloat, Seed
 from colearn_learner.registry import FactoryRegistry
 
 
@@ -83,10 +84,10 @@ class PytorchDigitsLearner(ScoredLearner):
 def prepare_pytorch_digits(
     data: DigitsData,
     hidden: Annotated[int, Field(ge=1, le=4096)] = 64,
-    learning_rate: Annotated[float, Field(gt=0)] = 0.01,
+    learning_rate: PositiveFloat = 0.01,
     epochs: Annotated[int, Field(ge=1, le=100)] = 1,
     batch_size: Annotated[int, Field(ge=1)] = 32,
-    seed: int = 0,
+    seed: Seed = 0,
     no_cuda: bool = False,
 ) -> PytorchDigitsLearner:
     return PytorchDigitsLearner(data, hidden, learning_rate, epochs, batch_size, seed, no_cuda)

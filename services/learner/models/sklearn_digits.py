@@ -9,6 +9,7 @@ from pydantic import Field
 
 from colearn_learner.models.digits import DigitsData
 from colearn_learner.models.scored_learner import ScoredLearner
+from colearn_learner.parameter_types import PositiveFloat, Seed
 from colearn_learner.registry import FactoryRegistry
 
 
@@ -64,10 +65,10 @@ class SklearnDigitsLearner(ScoredLearner):
 @FactoryRegistry.register_model_architecture("SKLEARN_DIGITS", ["DIGITS"])
 def prepare_sklearn_digits(
     data: DigitsData,
-    learning_rate: Annotated[float, Field(gt=0)] = 0.01,
+    learning_rate: PositiveFloat = 0.01,
     epochs: Annotated[int, Field(ge=1, le=100)] = 1,
     batch_size: Annotated[int, Field(ge=1)] = 32,
     loss: Literal["log_loss", "hinge", "modified_huber"] = "log_loss",
-    seed: int = 0,
+    seed: Seed = 0,
 ) -> SklearnDigitsLearner:
     return SklearnDigitsLearner(data, learning_rate, epochs, batch_size, loss, seed)
