@@ -7,9 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import json
 import shutil
-import socket
 import sys
 import textwrap
 import threading
@@ -19,6 +17,7 @@ from typing import Annotated, Any
 
 import grpc
 import numpy as np
+from conftest import digits_setup, free_port  # noqa: F401  (re-exported for the learner tests)
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from pydantic import Field
 
@@ -34,28 +33,11 @@ NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
 VENV_BIN = Path(sys.executable).parent
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def venv_tool(name: str) -> str:
     """A console script of this venv (grpcurl, colearn-learner), found next to the running interpreter."""
     found = shutil.which(name, path=str(VENV_BIN)) or shutil.which(name)
     assert found, f"{name} is not installed in {VENV_BIN}"
     return found
-
-
-def digits_setup(
-    model: str = "SKLEARN_DIGITS", shard: int = 0, n_shards: int = 1, **model_params: object
-) -> pb.MLSetupRequest:
-    return pb.MLSetupRequest(
-        dataloader_name="DIGITS",
-        dataloader_parameters=json.dumps({"shard": shard, "n_shards": n_shards}),
-        model_name=model,
-        model_parameters=json.dumps(model_params),
-    )
 
 
 class Learner:
