@@ -41,6 +41,12 @@ class NotSetUpError(LearnerError):
     code = grpc.StatusCode.FAILED_PRECONDITION
 
 
+class ModelReplacedError(LearnerError):
+    """MLSetup replaced the model while weights for the old one were on their way in; safe to retry."""
+
+    code = grpc.StatusCode.ABORTED
+
+
 class ProposalNotFoundError(LearnerError):
     code = grpc.StatusCode.NOT_FOUND
 

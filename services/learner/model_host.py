@@ -22,7 +22,7 @@ from colearn_contract.mli import MachineLearningInterface, ProposedWeights, Weig
 from colearn_contract.weight_stream import EncodedWeights
 from colearn_contract.weights_codec import WeightsCodecError
 from colearn_learner.data_access import confine_location
-from colearn_learner.errors import BadWeightsError, NotSetUpError, ProposalNotFoundError
+from colearn_learner.errors import BadWeightsError, ModelReplacedError, NotSetUpError, ProposalNotFoundError
 from colearn_learner.factory import MliFactory
 from colearn_learner.metrics import LearnerMetrics
 from colearn_learner.proposal_cache import Proposal, ProposalCache
@@ -133,18 +133,27 @@ class ModelHost:
             self._proposals.put(encoded.proposal_id, Proposal(weights=weights, sha256=encoded.sha256))
         return encoded
 
-    def _decode_for_model(self, encoded: EncodedWeights) -> Weights:
+    def _decode_for_model(self, encoded: EncodedWeights) -> tuple[Weights, WeightsSignature | None]:
+        """Decodes outside the lock, so that a long decode never stalls the model; the caller checks
+        under the lock that the model it decoded for is still the current one."""
+        expected = self._signature
         try:
-            return decode_weights(encoded.data, expected=self._signature)
+            return decode_weights(encoded.data, expected=expected), expected
         except WeightsMismatchError as exc:
             raise BadWeightsError(f"weights do not fit model {self.status.model_name}: {exc}") from None
         except WeightsCodecError as exc:
             raise BadWeightsError(str(exc)) from None
 
+    def _require_same_model(self, expected: WeightsSignature | None) -> MachineLearningInterface:
+        mli = self._require_mli()
+        if self._signature is not expected:
+            raise ModelReplacedError("the model was set up again while the weights arrived; send them again")
+        return mli
+
     def test(self, encoded: EncodedWeights) -> ProposedWeights:
-        weights = self._decode_for_model(encoded)
+        weights, expected = self._decode_for_model(encoded)
         with self._lock:
-            mli = self._require_mli()
+            mli = self._require_same_model(expected)
             start = time.perf_counter()
             verdict = mli.mli_test_weights(weights)
             self._metrics.eval_seconds.observe(time.perf_counter() - start)
@@ -177,9 +186,9 @@ class ModelHost:
             return self.status
 
     def set_weights(self, encoded: EncodedWeights) -> LearnerStatus:
-        weights = self._decode_for_model(encoded)
+        weights, expected = self._decode_for_model(encoded)
         with self._lock:
-            self._require_mli().mli_accept_weights(weights)
+            self._require_same_model(expected).mli_accept_weights(weights)
             self._adopted(encoded.sha256, None, None, count_round=False)
             return self.status
 
