@@ -73,5 +73,11 @@ class LearnerMetrics:
 
     def serve(self, host: str, port: int) -> Any:
         """Starts the HTTP exporter; returns the server, whose ``shutdown()`` stops it."""
-        server, _thread = start_http_server(port, addr=host or "::", registry=self.registry)
+        try:
+            server, _thread = start_http_server(port, addr=host, registry=self.registry)
+        except OSError:
+            if host != "::":
+                raise
+            # "every interface" on a host without IPv6 (some containers): fall back to every IPv4 one.
+            server, _thread = start_http_server(port, addr="0.0.0.0", registry=self.registry)
         return server
