@@ -63,10 +63,10 @@ def encode_tensors(tensors: Mapping[str, np.ndarray], layout: TensorLayout) -> b
         raise WeightsCodecError(f"cannot encode weights: {exc}") from exc
 
 
-def decode_tensors(buffer: bytes) -> tuple[dict[str, np.ndarray], TensorLayout]:
+def decode_tensors(buffer: bytes | memoryview) -> tuple[dict[str, np.ndarray], TensorLayout]:
     """Reads a buffer back into named arrays, in the order they were encoded."""
     try:
-        loaded = safetensors.numpy.load(bytes(buffer))
+        loaded = safetensors.numpy.load(bytes(buffer))  # the library reads bytes only
     except (safetensors.SafetensorError, ValueError, TypeError, KeyError) as exc:
         raise WeightsCodecError(f"not a safetensors weights buffer: {exc}") from exc
     layout = TensorLayout.from_json(_read_metadata(buffer).get(_LAYOUT_KEY, "null"))
@@ -75,7 +75,7 @@ def decode_tensors(buffer: bytes) -> tuple[dict[str, np.ndarray], TensorLayout]:
     return {name: loaded[name] for name in layout.names}, layout
 
 
-def _read_metadata(buffer: bytes) -> dict[str, str]:
+def _read_metadata(buffer: bytes | memoryview) -> dict[str, str]:
     # safetensors' Python API reads metadata only from files; the header format is documented as an
     # 8-byte little-endian length followed by that many bytes of JSON. load() has already validated it.
     (header_len,) = struct.unpack_from("<Q", buffer, 0)

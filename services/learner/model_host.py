@@ -193,6 +193,9 @@ class ModelHost:
             return self.status
 
     def _adopted(self, sha256: str, vote: float | None, test: float | None, *, count_round: bool) -> None:
+        # Every cached proposal was built on the weights just replaced: none can be accepted sensibly any
+        # more, and each may hold a whole model (measured: 3.3x the model's size per learner otherwise).
+        self._proposals.clear()
         rounds = self.status.accepted_rounds + (1 if count_round else 0)
         self._update(weights_sha256=sha256, vote_score=vote, test_score=test, accepted_rounds=rounds)
         if count_round:

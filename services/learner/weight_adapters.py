@@ -154,7 +154,7 @@ def encode_weights(weights: Weights) -> tuple[bytes, WeightsSignature]:
     return encode_tensors(tensors, layout), WeightsSignature.of(tensors, layout)
 
 
-def decode_weights(buffer: bytes, expected: WeightsSignature | None = None) -> Weights:
+def decode_weights(buffer: bytes | memoryview, expected: WeightsSignature | None = None) -> Weights:
     """Decodes a peer's buffer; with ``expected``, refuses weights that do not fit before building them
     (so that, say, torch is never imported for a peer's sake on a scikit-learn learner)."""
     tensors, layout = decode_tensors(buffer)
