@@ -95,8 +95,8 @@ def stages(runs: int) -> None:
         ("sender: iter_parts (bytes() per part + WeightsPart)", "proposer; backend x(N-1) voters", split),
         ("sender: protobuf SerializeToString of parts", "proposer; backend x(N-1) voters", serialize),
         ("receiver: protobuf parse of parts", "backend; every voter", parse),
-        ("receiver: assemble (part.data, sha256, b''.join)", "backend; every voter", join),
-        ("voter: decode_weights (safetensors.load)", "every voter, SetWeights", decode),
+        ("receiver: assemble (sha256 per part, one preallocated buffer)", "backend; every voter", join),
+        ("voter: decode_weights (copy to bytes, safetensors.load)", "every voter, SetWeights", decode),
     ]
     total: list[float] = []
     for name, where, call in steps:

@@ -37,6 +37,3 @@ class ProposalCache:
 
     def clear(self) -> None:
         self._items.clear()
-
-    def __len__(self) -> int:
-        return len(self._items)
