@@ -7,6 +7,7 @@ talks to the children over gRPC like to any other fleet.
 from __future__ import annotations
 
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -37,6 +38,16 @@ def wait_until_serving(address: str, timeout: float, service: str = "") -> None:
         time.sleep(0.05)
 
 
+def _in_use(address: str) -> bool:
+    host, _, port = address.rpartition(":")
+    with socket.socket() as probe:
+        try:
+            probe.bind((host, int(port)))
+        except OSError:
+            return True
+    return False
+
+
 class LocalFleet:
     """N learners on 127.0.0.1, ports ``port`` .. ``port+N-1``; a context manager that always stops them."""
 
@@ -61,6 +72,9 @@ class LocalFleet:
         self._process: subprocess.Popen[bytes] | None = None
 
     def start(self) -> LocalFleet:
+        busy = [address for address in self.addresses if _in_use(address)]
+        if busy:
+            raise OSError(f"port(s) already in use: {', '.join(busy)}; choose another first port (--port)")
         if self._log_dir is None:
             self._process = subprocess.Popen(
                 self._command, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT
