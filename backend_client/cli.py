@@ -36,6 +36,26 @@ def _json_object(text: str) -> dict[str, Any]:
     return value
 
 
+def _threshold(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not 0 <= value <= 1:
+        raise argparse.ArgumentTypeError(f"must be within [0, 1], got {text}")
+    return value
+
+
+def _count(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must not be negative, got {value}")
+    return value
+
+
 def probe(args: argparse.Namespace) -> int:
     with LearnerClient("probe", args.address, deadlines=Deadlines(connect=args.timeout)) as learner:
         version = learner.get_version()
@@ -149,13 +169,9 @@ def _add_run_flags(p: argparse.ArgumentParser, *, demo: bool) -> None:
         p, "dataloader_params", type=_json_object, default={}, help="dataloader parameters, a JSON object"
     )
     add_flag(p, "data_locations", help="one data folder, or one per learner, comma-separated")
-    add_flag(p, "rounds", type=int, default=10 if demo else 15, help="rounds to run")
-    add_flag(
-        p, "vote_threshold", type=float, default=0.5, help="share of voters that must approve (default 0.5)"
-    )
-    add_flag(
-        p, "quorum", type=int, default=0, help="voters that must answer for a round to count (default 0)"
-    )
+    add_flag(p, "rounds", type=_count, default=10 if demo else 15, help="rounds to run")
+    add_flag(p, "vote_threshold", type=_threshold, default=0.5, help="share of voters that must approve")
+    add_flag(p, "quorum", type=_count, default=0, help="voters that must answer for a round to count")
     add_flag(p, "connect_timeout", type=float, default=30.0, help="seconds to wait for each learner")
     add_flag(p, "round_timeout", type=float, default=600.0, help="deadline of a propose or test call")
     add_flag(p, "n_learners", type=int, default=5, help="how many learners (default 5)")
