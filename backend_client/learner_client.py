@@ -21,6 +21,7 @@ from colearn_contract.v1 import learner_pb2 as pb
 from colearn_contract.v1 import learner_pb2_grpc as pb_grpc
 from colearn_contract.weight_stream import (
     DEFAULT_PART_BYTES,
+    MIB,
     EncodedWeights,
     WeightsStreamError,
     assemble,
@@ -28,7 +29,6 @@ from colearn_contract.weight_stream import (
 )
 
 _T = TypeVar("_T")
-MIB = 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -199,8 +199,8 @@ class LearnerClient(MachineLearningInterface):
         )
         return ProposedWeights(
             weights=weights,
-            vote_score=r.vote_score,
-            test_score=r.test_score,
+            vote_score=r.vote_score if r.HasField("vote_score") else None,
+            test_score=r.test_score if r.HasField("test_score") else None,
             vote=r.vote if r.HasField("vote") else None,
             criterion=r.criterion,
         )

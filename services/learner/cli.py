@@ -9,34 +9,39 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from typing import Any
 
 from colearn_contract.cli_flags import add_flag
 
-_SETTING_FLAGS = (
-    "host",
-    "port",
-    "metrics_port",
-    "data_root",
-    "worker_threads",
-    "max_message_bytes",
-    "grace_seconds",
+# Settings that have a flag: (name, type, help). Flags left out keep the value from the environment
+# (COLEARN_*) or the default; serve-n hands every given one on to its children.
+_SETTING_FLAGS: tuple[tuple[str, Any, str], ...] = (
+    ("host", str, "address to bind (default [::])"),
+    ("port", int, "gRPC port (default 9995)"),
+    ("metrics_port", int, "Prometheus port, 0 disables it (default 9091)"),
+    ("data_root", str, "dataloader locations must lie under this folder"),
+    ("worker_threads", int, "gRPC worker threads (default 16)"),
+    ("max_message_bytes", int, "gRPC max message size"),
+    ("grace_seconds", float, "drain time after SIGTERM (default 10)"),
 )
+_PER_LEARNER = ("port", "metrics_port")  # serve-n gives each child its own
+
+
+def _log_level(text: str) -> str:
+    level = text.upper()
+    if level not in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"):
+        raise argparse.ArgumentTypeError(f"unknown log level {text!r}; valid: DEBUG, INFO, WARNING, ERROR")
+    return level
 
 
 def _add_setting_flags(parser: argparse.ArgumentParser) -> None:
-    """Flags left out keep the value from the environment (COLEARN_*) or the default."""
-    add_flag(parser, "host", help="address to bind (default [::], or COLEARN_HOST)")
-    add_flag(parser, "port", type=int, help="gRPC port (default 9995)")
-    add_flag(parser, "metrics_port", type=int, help="Prometheus port, 0 disables it (default 9091)")
-    add_flag(parser, "data_root", help="dataloader locations must lie under this folder")
-    add_flag(parser, "worker_threads", type=int, help="gRPC worker threads (default 16)")
-    add_flag(parser, "max_message_bytes", type=int, help="gRPC max message size")
-    add_flag(parser, "grace_seconds", type=float, help="drain time after SIGTERM (default 10)")
+    for name, kind, help_text in _SETTING_FLAGS:
+        add_flag(parser, name, type=kind, help=help_text)
     add_flag(
         parser, "plugins", action="append", help="module to import for its registry decorators (repeatable)"
     )
-    add_flag(parser, "log_level", default=os.environ.get("COLEARN_LOG_LEVEL", "INFO"))
+    add_flag(parser, "log_level", type=_log_level, default=None, help="default INFO, or COLEARN_LOG_LEVEL")
 
 
 def _settings(args: argparse.Namespace) -> Any:
@@ -44,7 +49,9 @@ def _settings(args: argparse.Namespace) -> Any:
 
     from colearn_learner.settings import Settings
 
-    overrides = {k: getattr(args, k) for k in _SETTING_FLAGS if getattr(args, k, None) is not None}
+    overrides = {
+        name: getattr(args, name) for name, _, _ in _SETTING_FLAGS if getattr(args, name) is not None
+    }
     if args.plugins:
         overrides["plugins"] = ",".join(args.plugins)
     try:
@@ -57,6 +64,10 @@ def _settings(args: argparse.Namespace) -> Any:
 
 
 def _load_plugins(modules: list[str]) -> None:
+    # `python -m` puts the working directory on sys.path and console scripts do not; plugins next to the
+    # operator's shell must load the same either way.
+    if os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
     for module in modules:
         try:
             importlib.import_module(module)
@@ -75,20 +86,31 @@ def serve(args: argparse.Namespace) -> int:
         GRPCServer(mli_factory=factory, settings=settings).run()  # logs its ports once it serves
     except OSError as exc:
         raise SystemExit(f"colearn-learner: {exc}") from None
-    return 0
+    # The grace period is over: calls still running (a long training step) end with the process, rather
+    # than holding the exit until they finish, past the time an orchestrator gives before SIGKILL.
+    logging.shutdown()
+    os._exit(0)
 
 
 def serve_n(args: argparse.Namespace) -> int:
-    """Runs N learners as child processes on consecutive ports; SIGINT/SIGTERM stops them all."""
+    """Runs N learners as child processes on consecutive ports; SIGINT/SIGTERM stops them all.
+
+    A child that fails on its own (it could not bind its port, say) stops the others too, so that a
+    half-started fleet never looks like a working one. A child killed by a signal is reported and the
+    rest go on: that is how an operator takes one learner out of a round on purpose.
+    """
     settings = _settings(args)
-    children: list[subprocess.Popen[bytes]] = []
-    passed = [f"--log-level={args.log_level}"]
-    for flag in ("host", "data_root", "worker_threads", "max_message_bytes", "grace_seconds"):
-        if getattr(args, flag) is not None:
-            passed.append(f"--{flag}={getattr(args, flag)}")
+    passed = [f"--log-level={args.log_level}"] if args.log_level else []
+    for name, _, _ in _SETTING_FLAGS:
+        if name not in _PER_LEARNER and getattr(args, name) is not None:
+            passed.append(f"--{name}={getattr(args, name)}")
     passed += [f"--plugins={p}" for p in settings.plugins]
+    children: list[subprocess.Popen[bytes]] = []
+    stopping = False
 
     def stop_children(signum: int = signal.SIGTERM, frame: Any = None) -> None:
+        nonlocal stopping
+        stopping = True
         for child in children:
             if child.poll() is None:
                 child.send_signal(signal.SIGTERM)
@@ -96,17 +118,35 @@ def serve_n(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGTERM, stop_children)
     signal.signal(signal.SIGINT, stop_children)
     for i in range(args.n_learners):
+        if stopping:
+            break
+        port = settings.port + i
         metrics_port = settings.metrics_port + i if settings.metrics_port else 0
         command = [
             sys.executable, "-m", "colearn_learner", "serve",
-            f"--port={settings.port + i}", f"--metrics-port={metrics_port}", *passed,
+            f"--port={port}", f"--metrics-port={metrics_port}", *passed,
         ]  # fmt: skip
         children.append(subprocess.Popen(command))
-        print(
-            f"learner {i}: pid {children[-1].pid} port {settings.port + i} metrics {metrics_port}", flush=True
-        )
-    codes = [child.wait() for child in children]
-    return 0 if all(code in (0, -signal.SIGTERM) for code in codes) else 1
+        print(f"learner {i}: pid {children[-1].pid} port {port} metrics {metrics_port}", flush=True)
+    failed = False
+    reported: set[int] = set()
+    while any(child.poll() is None for child in children):
+        for i, child in enumerate(children):
+            code = child.poll()
+            if code is None or i in reported:
+                continue
+            reported.add(i)
+            if code > 0 and not stopping:
+                print(
+                    f"learner {i} exited with code {code}; stopping the others", file=sys.stderr, flush=True
+                )
+                failed = True
+                stop_children()
+            elif code < 0 and not stopping:
+                print(f"learner {i} was ended by signal {-code}", file=sys.stderr, flush=True)
+        time.sleep(0.1)
+    codes = [child.returncode for child in children]
+    return 1 if failed or any(code > 0 for code in codes) else 0
 
 
 def health(args: argparse.Namespace) -> int:
@@ -149,6 +189,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    level = getattr(args, "log_level", "WARNING")
-    logging.basicConfig(level=level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    level = getattr(args, "log_level", None) or os.environ.get("COLEARN_LOG_LEVEL", "INFO")
+    try:
+        level = _log_level(level)
+    except argparse.ArgumentTypeError as exc:
+        raise SystemExit(f"colearn-learner: {exc}") from None
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     return args.func(args)

@@ -27,8 +27,11 @@ def confine_location(dataset_params: str, data_root: Path | None) -> str:
     location = params[LOCATION_KEY]
     if not isinstance(location, str):
         raise InvalidParametersError("dataloader parameter 'location' must be a string path")
-    root = data_root.resolve()
-    resolved = (root / location).resolve()
+    try:
+        root = data_root.resolve()
+        resolved = (root / location).resolve()
+    except (ValueError, OSError, RuntimeError) as exc:  # a NUL byte, a symlink loop, a name too long
+        raise InvalidParametersError(f"location {location!r} is not a usable path: {exc}") from None
     if not resolved.is_relative_to(root):
         raise DataAccessDeniedError(f"location {location!r} is outside this learner's data root {root}")
     params[LOCATION_KEY] = str(resolved)

@@ -8,6 +8,8 @@ from typing import Any
 
 import grpc
 
+from colearn_contract import SERVICE_NAME
+from colearn_learner.errors import BadRequestError
 from colearn_learner.metrics import LearnerMetrics
 
 
@@ -89,3 +91,71 @@ class MetricsInterceptor(grpc.ServerInterceptor):
         if handler.stream_unary:
             return handler._replace(stream_unary=wrap(handler.stream_unary))
         return handler._replace(stream_stream=wrap(handler.stream_stream))
+
+
+class _Undecodable:
+    def __init__(self, error: Exception) -> None:
+        self.error = error
+
+
+class RequestDecodingInterceptor(grpc.ServerInterceptor):
+    """Answers a request that does not parse with INVALID_ARGUMENT.
+
+    gRPC-Python answers such a request with INTERNAL ("Exception deserializing request!") before any
+    handler runs; malformed bytes are the client's mistake, and the client should be told so.
+    """
+
+    def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], grpc.RpcMethodHandler | None],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler | None:
+        handler = continuation(handler_call_details)
+        if handler is None or handler.request_deserializer is None:
+            return handler
+        if handler.request_streaming and not handler_call_details.method.startswith(f"/{SERVICE_NAME}/"):
+            return handler  # only the learner's own streaming handlers map BadRequestError to a status
+        deserialize = handler.request_deserializer
+        method = handler_call_details.method
+
+        def tolerant(data: bytes) -> Any:
+            try:
+                return deserialize(data)
+            except Exception as exc:
+                return _Undecodable(exc)
+
+        def refuse(context: grpc.ServicerContext, request: _Undecodable) -> None:
+            context.abort(
+                grpc.StatusCode.INVALID_ARGUMENT, f"{method}: the request does not parse: {request.error}"
+            )
+
+        def unary(behavior: Callable[..., Any]) -> Callable[..., Any]:
+            def checked(request: Any, context: grpc.ServicerContext) -> Any:
+                if isinstance(request, _Undecodable):
+                    refuse(context, request)
+                return behavior(request, context)
+
+            return checked
+
+        def streaming(behavior: Callable[..., Any]) -> Callable[..., Any]:
+            def checked(requests: Iterator[Any], context: grpc.ServicerContext) -> Any:
+                def parsed() -> Iterator[Any]:
+                    for request in requests:
+                        if isinstance(request, _Undecodable):
+                            raise BadRequestError(
+                                f"{method}: a streamed message does not parse: {request.error}"
+                            )
+                        yield request
+
+                return behavior(parsed(), context)
+
+            return checked
+
+        handler = handler._replace(request_deserializer=tolerant)
+        if handler.unary_unary:
+            return handler._replace(unary_unary=unary(handler.unary_unary))
+        if handler.unary_stream:
+            return handler._replace(unary_stream=unary(handler.unary_stream))
+        if handler.stream_unary:
+            return handler._replace(stream_unary=streaming(handler.stream_unary))
+        return handler._replace(stream_stream=streaming(handler.stream_stream))

@@ -179,18 +179,28 @@ class ModelHost:
                     f"proposal {proposal_id!r} is not cached here; send it with SetWeights"
                 )
             mli.mli_accept_weights(proposal.weights)
-            self._accepted_ids[proposal_id] = None
-            while len(self._accepted_ids) > _ACCEPTED_IDS_KEPT:
-                self._accepted_ids.popitem(last=False)
+            self._remember_accepted(proposal_id)
             self._adopted(proposal.sha256, proposal.vote_score, proposal.test_score, count_round=True)
             return self.status
 
     def set_weights(self, encoded: EncodedWeights) -> LearnerStatus:
+        """Adopts streamed weights. A stream that names a proposal is that proposal's accept (the
+        fallback when it was not cached here), so it counts as an accepted round, once."""
         weights, expected = self._decode_for_model(encoded)
         with self._lock:
-            self._require_same_model(expected).mli_accept_weights(weights)
-            self._adopted(encoded.sha256, None, None, count_round=False)
+            mli = self._require_same_model(expected)
+            if encoded.proposal_id in self._accepted_ids:
+                return self.status
+            mli.mli_accept_weights(weights)
+            if encoded.proposal_id:
+                self._remember_accepted(encoded.proposal_id)
+            self._adopted(encoded.sha256, None, None, count_round=bool(encoded.proposal_id))
             return self.status
+
+    def _remember_accepted(self, proposal_id: str) -> None:
+        self._accepted_ids[proposal_id] = None
+        while len(self._accepted_ids) > _ACCEPTED_IDS_KEPT:
+            self._accepted_ids.popitem(last=False)
 
     def _adopted(self, sha256: str, vote: float | None, test: float | None, *, count_round: bool) -> None:
         # Every cached proposal was built on the weights just replaced: none can be accepted sensibly any

@@ -9,7 +9,6 @@ JSON a client sends, so a wrong key or type is refused before any user code runs
 from __future__ import annotations
 
 import inspect
-import json
 import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -61,9 +60,6 @@ class ParameterSchema:
     @property
     def names(self) -> list[str]:
         return [*self.required, *self.defaults]
-
-    def defaults_json(self) -> str:
-        return json.dumps(dict(self.defaults), sort_keys=True, default=str)
 
     def parse(self, text: str) -> dict[str, Any]:
         """Validates a client's JSON object; the result holds every parameter, defaults filled in."""

@@ -12,19 +12,24 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from colearn_contract import SERVICE_NAME
+from colearn_contract import SERVICE_NAME, __version__
 from colearn_contract.grpc_options import server_options
 from colearn_contract.v1 import learner_pb2 as pb
 from colearn_contract.v1 import learner_pb2_grpc as pb_grpc
 from colearn_learner.factory import MliFactory
 from colearn_learner.health import LearnerHealth
-from colearn_learner.interceptors import MetricsInterceptor
+from colearn_learner.interceptors import MetricsInterceptor, RequestDecodingInterceptor
 from colearn_learner.metrics import LearnerMetrics
 from colearn_learner.model_host import ModelHost
 from colearn_learner.servicer import LearnerServicer
 from colearn_learner.settings import Settings
 
 _log = logging.getLogger(__name__)
+
+
+def _probe_threads(worker_threads: int) -> int:
+    """Worker threads kept free of model calls, for health checks, status and queries."""
+    return min(4, worker_threads // 2)
 
 
 class GRPCServer:
@@ -45,7 +50,8 @@ class GRPCServer:
             if v is not None
         }
         base = settings or Settings()
-        self.settings = base.model_copy(update=overrides) if overrides else base
+        # Validated like any other setting: a port of -7 fails here, not at bind time.
+        self.settings = Settings(**{**base.model_dump(), **overrides}) if overrides else base
         self.metrics = LearnerMetrics()
         self.health = LearnerHealth()
         self.model_host = ModelHost(
@@ -61,7 +67,9 @@ class GRPCServer:
             self.metrics,
             max_weights_bytes=self.settings.max_weights_bytes,
             part_bytes=self.settings.part_bytes,
+            max_model_calls=self.settings.worker_threads - _probe_threads(self.settings.worker_threads),
         )
+        self.metrics.set_info(version=__version__, model="", dataloader="")
         self._server: grpc.Server | None = None
         self._metrics_server: Any = None
         self._stopped = threading.Event()
@@ -70,10 +78,20 @@ class GRPCServer:
         self.metrics_port = 0
 
     def start(self) -> GRPCServer:
+        if self._stopped.is_set():
+            raise RuntimeError("this server was stopped; build a new GRPCServer to serve again")
         s = self.settings
+        # Metrics first: nothing is bound yet if their port is taken. (A gRPC server that never started
+        # cannot give its port back until it is garbage-collected.)
+        if s.metrics_port:
+            try:
+                self._metrics_server = self.metrics.serve(s.metrics_address, s.metrics_port)
+            except OSError as exc:
+                raise OSError(f"cannot listen on metrics port {s.metrics_port}: {exc}") from exc
+            self.metrics_port = self._metrics_server.server_port
         server = grpc.server(
             futures.ThreadPoolExecutor(max_workers=s.worker_threads, thread_name_prefix="learner-rpc"),
-            interceptors=[MetricsInterceptor(self.metrics)],
+            interceptors=[MetricsInterceptor(self.metrics), RequestDecodingInterceptor()],
             options=server_options(s.max_message_bytes),
         )
         pb_grpc.add_LearnerServicer_to_server(self._servicer, server)
@@ -89,10 +107,8 @@ class GRPCServer:
         try:
             self.port = server.add_insecure_port(s.bind_address)
         except RuntimeError as exc:
+            self._close_metrics()
             raise OSError(f"cannot listen on {s.bind_address}: {exc}") from exc
-        if s.metrics_port:
-            self._metrics_server = self.metrics.serve(s.metrics_address, s.metrics_port)
-            self.metrics_port = self._metrics_server.server_port
         server.start()
         self._server = server
         self.health.listening()
@@ -109,7 +125,7 @@ class GRPCServer:
                 signal.signal(
                     sig, lambda signum, frame: threading.Thread(target=self.stop, daemon=True).start()
                 )
-        if self._server is None:
+        if self._server is None and not self._stopped.is_set():
             self.start()
         self._stopped.wait()
 
@@ -123,7 +139,11 @@ class GRPCServer:
                 grace = self.settings.grace_seconds if grace is None else grace
                 self._server.stop(grace).wait()
                 _log.info("learner on port %d stopped", self.port)
-            if self._metrics_server is not None:
-                self._metrics_server.shutdown()
-                self._metrics_server.server_close()
+            self._close_metrics()
             self._stopped.set()
+
+    def _close_metrics(self) -> None:
+        if self._metrics_server is not None:
+            self._metrics_server.shutdown()
+            self._metrics_server.server_close()
+            self._metrics_server = None

@@ -6,10 +6,12 @@ code, a broken weights stream is INVALID_ARGUMENT, and only a fault of the learn
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import inspect
 import json
 import logging
+import threading
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -19,7 +21,7 @@ from colearn_contract import CONTRACT, __version__
 from colearn_contract.v1 import learner_pb2 as pb
 from colearn_contract.v1 import learner_pb2_grpc as pb_grpc
 from colearn_contract.weight_stream import EncodedWeights, WeightsStreamError, assemble, iter_parts
-from colearn_learner.errors import InvalidParametersError, LearnerError
+from colearn_learner.errors import InvalidParametersError, LearnerBusyError, StatusError
 from colearn_learner.factory import MliFactory
 from colearn_learner.metrics import LearnerMetrics
 from colearn_learner.model_host import LearnerStatus, ModelHost
@@ -28,7 +30,12 @@ _log = logging.getLogger(__name__)
 
 
 def _abort(context: grpc.ServicerContext, method: str, exc: Exception) -> None:
-    if isinstance(exc, LearnerError):
+    if not context.is_active():
+        # The client cancelled or its deadline passed while we read its stream: no fault of the learner,
+        # and nobody is left to answer; the code is for the metrics and the logs.
+        expired = (context.time_remaining() or 0) <= 0
+        context.abort(grpc.StatusCode.DEADLINE_EXCEEDED if expired else grpc.StatusCode.CANCELLED, str(exc))
+    if isinstance(exc, StatusError):
         context.abort(exc.code, str(exc))
     if isinstance(exc, WeightsStreamError):
         context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"bad weights stream: {exc}")
@@ -61,6 +68,29 @@ def _guarded(method: Callable[..., Any]) -> Callable[..., Any]:
     return unary
 
 
+def _model_call(method: Callable[..., Any]) -> Callable[..., Any]:
+    """Takes one of the limited slots for calls that use the model, or answers RESOURCE_EXHAUSTED.
+
+    Calls that wait for the model lock each hold a worker thread; without a limit, a queue of them could
+    take every thread and leave health checks unanswered, and Kubernetes would restart a busy learner.
+    """
+    if inspect.isgeneratorfunction(method):
+
+        @functools.wraps(method)
+        def stream(self: LearnerServicer, request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
+            with self._model_slot():
+                yield from method(self, request, context)
+
+        return stream
+
+    @functools.wraps(method)
+    def unary(self: LearnerServicer, request: Any, context: grpc.ServicerContext) -> Any:
+        with self._model_slot():
+            return method(self, request, context)
+
+    return unary
+
+
 class LearnerServicer(pb_grpc.LearnerServicer):
     def __init__(
         self,
@@ -70,12 +100,26 @@ class LearnerServicer(pb_grpc.LearnerServicer):
         *,
         max_weights_bytes: int,
         part_bytes: int,
+        max_model_calls: int,
     ) -> None:
+        self._max_model_calls = max_model_calls
+        self._model_slots = threading.BoundedSemaphore(max_model_calls)
         self._factory = factory
         self._host = host
         self._metrics = metrics
         self._max_weights_bytes = max_weights_bytes
         self._part_bytes = part_bytes
+
+    @contextlib.contextmanager
+    def _model_slot(self) -> Iterator[None]:
+        if not self._model_slots.acquire(blocking=False):
+            raise LearnerBusyError(
+                f"this learner is already serving {self._max_model_calls} model calls; try again later"
+            )
+        try:
+            yield
+        finally:
+            self._model_slots.release()
 
     @_guarded
     def QueryVersion(
@@ -108,6 +152,7 @@ class LearnerServicer(pb_grpc.LearnerServicer):
         return pb.QuerySupportedSystemResponse(dataloaders=loaders, models=models)
 
     @_guarded
+    @_model_call
     def MLSetup(self, request: pb.MLSetupRequest, context: grpc.ServicerContext) -> pb.MLSetupResponse:
         if not request.model_name:
             valid = ", ".join(sorted(self._factory.get_models()))
@@ -135,12 +180,14 @@ class LearnerServicer(pb_grpc.LearnerServicer):
         return weights
 
     @_guarded
+    @_model_call
     def ProposeWeights(
         self, request: pb.ProposeWeightsRequest, context: grpc.ServicerContext
     ) -> Iterator[pb.WeightsPart]:
         yield from self._send(self._host.propose(), "ProposeWeights")
 
     @_guarded
+    @_model_call
     def TestWeights(
         self, request_iterator: Iterator[pb.WeightsPart], context: grpc.ServicerContext
     ) -> pb.TestWeightsResponse:
@@ -148,8 +195,8 @@ class LearnerServicer(pb_grpc.LearnerServicer):
         verdict = self._host.test(weights)
         response = pb.TestWeightsResponse(
             proposal_id=weights.proposal_id,
-            vote_score=verdict.vote_score or 0.0,
-            test_score=verdict.test_score or 0.0,
+            vote_score=verdict.vote_score,
+            test_score=verdict.test_score,
             criterion=verdict.criterion,
         )
         if verdict.vote is not None:
@@ -157,6 +204,7 @@ class LearnerServicer(pb_grpc.LearnerServicer):
         return response
 
     @_guarded
+    @_model_call
     def SetWeights(
         self, request_iterator: Iterator[pb.WeightsPart], context: grpc.ServicerContext
     ) -> pb.SetWeightsResponse:
@@ -164,6 +212,7 @@ class LearnerServicer(pb_grpc.LearnerServicer):
         return pb.SetWeightsResponse(weights_sha256=status.weights_sha256)
 
     @_guarded
+    @_model_call
     def AcceptProposal(
         self, request: pb.AcceptProposalRequest, context: grpc.ServicerContext
     ) -> pb.AcceptProposalResponse:
@@ -175,6 +224,7 @@ class LearnerServicer(pb_grpc.LearnerServicer):
         )
 
     @_guarded
+    @_model_call
     def GetCurrentWeights(
         self, request: pb.GetCurrentWeightsRequest, context: grpc.ServicerContext
     ) -> Iterator[pb.WeightsPart]:

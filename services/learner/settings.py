@@ -8,9 +8,7 @@ from typing import Annotated
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-from colearn_contract.weight_stream import DEFAULT_PART_BYTES, MAX_PART_BYTES, MIN_PART_BYTES
-
-MIB = 1024 * 1024
+from colearn_contract.weight_stream import DEFAULT_PART_BYTES, MAX_PART_BYTES, MIB, MIN_PART_BYTES
 
 
 class Settings(BaseSettings):

@@ -420,8 +420,10 @@ def test_accepting_a_proposal_a_learner_does_not_hold_falls_back_to_set_weights(
     assert grown(before[1], after[1], "SetWeights", "OK") == 1
     status = fleet.clients[1].get_status()
     assert status.weights_sha256 == proposal.weights.sha256
-    # SetWeights installs weights but is not an accepted round.
-    assert status.accepted_rounds == 0
+    # The fallback carries the proposal's id: it is that proposal's accept, and counts once.
+    assert status.accepted_rounds == 1
+    fleet.clients[1].mli_accept_weights(proposal)  # a retry: AcceptProposal now finds the id accepted
+    assert fleet.clients[1].get_status().accepted_rounds == 1
 
     # A learner that tested the proposal accepts it by id, with no transfer.
     fleet.clients[2].mli_test_weights(proposal)

@@ -97,20 +97,18 @@ class WeightsPart(_message.Message):
     def __init__(self, header: _Optional[_Union[WeightsHeader, _Mapping]] = ..., offset: _Optional[int] = ..., total_bytes: _Optional[int] = ..., data: _Optional[bytes] = ...) -> None: ...
 
 class TestWeightsResponse(_message.Message):
-    __slots__ = ("proposal_id", "vote_score", "test_score", "vote", "criterion", "eval_seconds")
+    __slots__ = ("proposal_id", "vote_score", "test_score", "vote", "criterion")
     PROPOSAL_ID_FIELD_NUMBER: _ClassVar[int]
     VOTE_SCORE_FIELD_NUMBER: _ClassVar[int]
     TEST_SCORE_FIELD_NUMBER: _ClassVar[int]
     VOTE_FIELD_NUMBER: _ClassVar[int]
     CRITERION_FIELD_NUMBER: _ClassVar[int]
-    EVAL_SECONDS_FIELD_NUMBER: _ClassVar[int]
     proposal_id: str
     vote_score: float
     test_score: float
     vote: bool
     criterion: str
-    eval_seconds: float
-    def __init__(self, proposal_id: _Optional[str] = ..., vote_score: _Optional[float] = ..., test_score: _Optional[float] = ..., vote: _Optional[bool] = ..., criterion: _Optional[str] = ..., eval_seconds: _Optional[float] = ...) -> None: ...
+    def __init__(self, proposal_id: _Optional[str] = ..., vote_score: _Optional[float] = ..., test_score: _Optional[float] = ..., vote: _Optional[bool] = ..., criterion: _Optional[str] = ...) -> None: ...
 
 class SetWeightsResponse(_message.Message):
     __slots__ = ("weights_sha256",)
