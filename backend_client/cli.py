@@ -46,6 +46,13 @@ def _threshold(text: str) -> float:
     return value
 
 
+def _positive(text: str) -> int:
+    value = _count(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError("must be at least 1")
+    return value
+
+
 def _count(text: str) -> int:
     try:
         value = int(text)
@@ -169,12 +176,13 @@ def _add_run_flags(p: argparse.ArgumentParser, *, demo: bool) -> None:
         p, "dataloader_params", type=_json_object, default={}, help="dataloader parameters, a JSON object"
     )
     add_flag(p, "data_locations", help="one data folder, or one per learner, comma-separated")
-    add_flag(p, "rounds", type=_count, default=10 if demo else 15, help="rounds to run")
+    p.add_argument("--rounds", "--n_rounds", "--n-rounds", dest="rounds", type=_count,
+                   default=10 if demo else 15, help="rounds to run")  # fmt: skip
     add_flag(p, "vote_threshold", type=_threshold, default=0.5, help="share of voters that must approve")
     add_flag(p, "quorum", type=_count, default=0, help="voters that must answer for a round to count")
     add_flag(p, "connect_timeout", type=float, default=30.0, help="seconds to wait for each learner")
     add_flag(p, "round_timeout", type=float, default=600.0, help="deadline of a propose or test call")
-    add_flag(p, "n_learners", type=int, default=5, help="how many learners (default 5)")
+    add_flag(p, "n_learners", type=_positive, default=5, help="how many learners (default 5)")
     add_flag(p, "port", type=int, default=9995, help="first learner port (default 9995)")
     add_flag(
         p, "out", default=None if demo else "runs/latest", help="folder for results.json and results.png"
@@ -183,21 +191,26 @@ def _add_run_flags(p: argparse.ArgumentParser, *, demo: bool) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="colearn-backend", description=__doc__)
-    add_flag(parser, "log_level", default="WARNING")
+    common = argparse.ArgumentParser(add_help=False)
+    add_flag(
+        common, "log_level", default="WARNING", choices=["DEBUG", "INFO", "WARNING", "ERROR"], type=str.upper
+    )
     commands = parser.add_subparsers(dest="command", required=True)
-    p = commands.add_parser("probe", help="show what a learner serves")
+    p = commands.add_parser("probe", help="show what a learner serves", parents=[common])
     add_flag(p, "address", default="127.0.0.1:9995", help="host:port")
     add_flag(p, "timeout", type=float, default=5.0, help="seconds to wait for the learner")
     add_flag(p, "json", action="store_true", help="print JSON instead of tables")
     p.set_defaults(func=probe)
-    p = commands.add_parser("run", help="run rounds against a fleet")
+    p = commands.add_parser("run", help="run rounds against a fleet", parents=[common])
     _add_run_flags(p, demo=False)
     add_flag(p, "learners", help="learner addresses, host:port,host:port,...")
     add_flag(p, "dns", help="a name:port whose every address is a learner (compose --scale)")
     add_flag(p, "statefulset", help="a pattern such as learner-{i}.learners:9995, with --n_learners")
     add_flag(p, "host", default="127.0.0.1", help="with --n_learners: the host of consecutive ports")
     p.set_defaults(func=run)
-    p = commands.add_parser("demo", help="start local learners on embedded DIGITS and run rounds")
+    p = commands.add_parser(
+        "demo", help="start local learners on embedded DIGITS and run rounds", parents=[common]
+    )
     _add_run_flags(p, demo=True)
     add_flag(p, "metrics_port", type=int, default=0, help="first metrics port; 0 turns metrics off")
     p.set_defaults(func=demo)
@@ -206,9 +219,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(
-        level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         return args.func(args)
     except (LearnerError, ValueError, RuntimeError, TimeoutError, OSError) as exc:

@@ -6,6 +6,7 @@ talks to the children over gRPC like to any other fleet.
 
 from __future__ import annotations
 
+import os
 import signal
 import socket
 import subprocess
@@ -77,12 +78,14 @@ class LocalFleet:
             raise OSError(f"port(s) already in use: {', '.join(busy)}; choose another first port (--port)")
         if self._log_dir is None:
             self._process = subprocess.Popen(
-                self._command, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT
+                self._command, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT, start_new_session=True
             )
         else:
             self._log_dir.mkdir(parents=True, exist_ok=True)
             with (self._log_dir / "learners.log").open("wb") as log:  # the child keeps its own handle
-                self._process = subprocess.Popen(self._command, stdout=log, stderr=subprocess.STDOUT)
+                self._process = subprocess.Popen(
+                    self._command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+                )
         try:
             for address in self.addresses:
                 if self._process.poll() is not None:
@@ -96,11 +99,12 @@ class LocalFleet:
     def stop(self, timeout: float = 30.0) -> None:
         if self._process is None or self._process.poll() is not None:
             return
-        self._process.send_signal(signal.SIGTERM)
+        self._process.send_signal(signal.SIGTERM)  # serve-n passes it on to every learner
         try:
             self._process.wait(timeout)
         except subprocess.TimeoutExpired:
-            self._process.kill()
+            # The fleet has its own process group (start_new_session), so this reaches every learner too.
+            os.killpg(self._process.pid, signal.SIGKILL)
             self._process.wait()
 
     def __enter__(self) -> LocalFleet:

@@ -17,6 +17,7 @@ def plot_results(results: Results, path: Path, title: str = "") -> Path:
     import numpy as np
     from matplotlib.colors import ListedColormap
     from matplotlib.patches import Patch
+    from matplotlib.ticker import MaxNLocator
 
     data = results.data
     n_learners = max((len(r.test_scores) for r in data), default=0)
@@ -54,6 +55,7 @@ def plot_results(results: Results, path: Path, title: str = "") -> Path:
         grid, aspect="auto", interpolation="nearest", cmap=ListedColormap([_COLOURS[o] for o in OUTCOMES]),
         vmin=0, vmax=len(OUTCOMES) - 1, extent=(-0.5, len(data) - 0.5, n_learners - 0.5, -0.5),
     )  # fmt: skip
+    bottom.xaxis.set_major_locator(MaxNLocator(integer=True))
     bottom.set_ylabel("learner")
     bottom.set_xlabel("round (0 = before the first round)")
     bottom.set_yticks(range(n_learners))

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import copy
 from collections import OrderedDict
 from typing import Annotated, Any
 
 from pydantic import Field
 
+from colearn_contract.mli import ColearnModel
 from colearn_learner.models.digits import DigitsData
 from colearn_learner.models.scored_learner import ScoredLearner
 from colearn_learner.parameter_types import PositiveFloat, Seed
@@ -59,17 +61,22 @@ class PytorchDigitsLearner(ScoredLearner):
         start = self._get_weights()
         x, y = self._splits["train"]
         self._model.train()
-        for _ in range(self._epochs):
-            order = torch.randperm(len(y), generator=self._generator).to(self._device)
-            for i in range(0, len(order), self._batch_size):
-                batch = order[i : i + self._batch_size]
-                self._optimizer.zero_grad()
-                loss = torch.nn.functional.cross_entropy(self._model(x[batch]), y[batch])
-                loss.backward()
-                self._optimizer.step()
-        proposal = self._get_weights()
-        self._set_weights(start)  # proposing must not change the current model
-        return proposal
+        try:
+            for _ in range(self._epochs):
+                order = torch.randperm(len(y), generator=self._generator).to(self._device)
+                for i in range(0, len(order), self._batch_size):
+                    batch = order[i : i + self._batch_size]
+                    self._optimizer.zero_grad()
+                    loss = torch.nn.functional.cross_entropy(self._model(x[batch]), y[batch])
+                    loss.backward()
+                    self._optimizer.step()
+            return self._get_weights()
+        finally:
+            self._set_weights(start)  # proposing never changes the current model, even when it fails
+
+    def mli_get_current_model(self) -> ColearnModel:
+        """A copy of the current network in evaluation mode; training goes on without touching it."""
+        return ColearnModel(model_format="pytorch", model=copy.deepcopy(self._model).eval())
 
     def _evaluate(self, weights: OrderedDict[str, Any], split: str) -> float:
         torch = self._torch

@@ -7,6 +7,7 @@ from typing import Annotated, Any, Literal
 import numpy as np
 from pydantic import Field
 
+from colearn_contract.mli import ColearnModel
 from colearn_learner.models.digits import DigitsData
 from colearn_learner.models.scored_learner import ScoredLearner
 from colearn_learner.parameter_types import PositiveFloat, Seed
@@ -55,6 +56,18 @@ class SklearnDigitsLearner(ScoredLearner):
                 batch = order[start : start + self._batch_size]
                 model.partial_fit(self._train_x[batch], train.y[batch])
         return {"coef": model.coef_.copy(), "intercept": model.intercept_.copy()}
+
+    def mli_get_current_model(self) -> ColearnModel:
+        """A fitted ``SGDClassifier`` holding the current weights, ready for ``predict``."""
+        from sklearn.base import clone
+
+        model = clone(self._model)
+        model.coef_, model.intercept_, model.classes_ = (
+            self._coef.copy(),
+            self._intercept.copy(),
+            self._classes,
+        )
+        return ColearnModel(model_format="sklearn", model=model)
 
     def _evaluate(self, weights: dict[str, Any], split: str) -> float:
         part = self._data.vote if split == "vote" else self._data.test
