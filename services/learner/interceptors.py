@@ -23,6 +23,17 @@ def _rpc_type(handler: grpc.RpcMethodHandler) -> str:
     return "unary"
 
 
+def _wrap_behavior(
+    handler: grpc.RpcMethodHandler, wrap: Callable[[Callable[..., Any]], Callable[..., Any]]
+) -> grpc.RpcMethodHandler:
+    """The same handler with its one behavior (whichever of the four kinds it is) wrapped."""
+    for kind in ("unary_unary", "unary_stream", "stream_unary", "stream_stream"):
+        behavior = getattr(handler, kind)
+        if behavior is not None:
+            return handler._replace(**{kind: wrap(behavior)})
+    return handler
+
+
 def _code_of(context: grpc.ServicerContext, failed: bool) -> str:
     code = context.code()
     if code is None and not failed:
@@ -83,14 +94,7 @@ class MetricsInterceptor(grpc.ServerInterceptor):
 
             return wrapper
 
-        wrap = timed_stream if handler.response_streaming else timed
-        if handler.unary_unary:
-            return handler._replace(unary_unary=wrap(handler.unary_unary))
-        if handler.unary_stream:
-            return handler._replace(unary_stream=wrap(handler.unary_stream))
-        if handler.stream_unary:
-            return handler._replace(stream_unary=wrap(handler.stream_unary))
-        return handler._replace(stream_stream=wrap(handler.stream_stream))
+        return _wrap_behavior(handler, timed_stream if handler.response_streaming else timed)
 
 
 class _Undecodable:
@@ -152,10 +156,4 @@ class RequestDecodingInterceptor(grpc.ServerInterceptor):
             return checked
 
         handler = handler._replace(request_deserializer=tolerant)
-        if handler.unary_unary:
-            return handler._replace(unary_unary=unary(handler.unary_unary))
-        if handler.unary_stream:
-            return handler._replace(unary_stream=unary(handler.unary_stream))
-        if handler.stream_unary:
-            return handler._replace(stream_unary=streaming(handler.stream_unary))
-        return handler._replace(stream_stream=streaming(handler.stream_stream))
+        return _wrap_behavior(handler, streaming if handler.request_streaming else unary)
