@@ -15,14 +15,13 @@ train+eval time. Ratios are taken per repetition (paired runs) and their median 
 
 from __future__ import annotations
 
-import json
 import statistics
 import time
 from collections.abc import Callable, Sequence
 
 from bench_round_100mb import colearn_028_round
 from figures import emit, log, repetitions_parser, runs_from
-from learner_processes import LearnerProcesses
+from learner_processes import LearnerProcesses, toy_clients
 
 from backend_client.learner_client import LearnerClient
 from backend_client.rounds import collective_learning_round
@@ -55,10 +54,7 @@ def main() -> None:
     clients: list[LearnerClient] = []
     try:
         fleet.start()
-        clients = [LearnerClient(f"learner-{i}", a).start() for i, a in enumerate(fleet.addresses)]
-        params = json.dumps({"weights_mb": WEIGHTS_MB, "train_seconds": TRAIN_S, "eval_seconds": EVAL_S})
-        for client in clients:
-            client.setup_ml("TOY", "{}", "TOY", params)
+        clients = toy_clients(fleet.addresses, WEIGHTS_MB, TRAIN_S, EVAL_S)
         collective_learning_round(clients, VOTE_THRESHOLD, 0)  # warm-up: channels and threads
         round_index = 1
         for r in range(runs):

@@ -11,13 +11,12 @@ alternate, so that the machine's noise falls on both alike.
 from __future__ import annotations
 
 import dataclasses
-import json
 import statistics
 import time
 from collections.abc import Sequence
 
 from figures import emit, log, repetitions_parser, runs_from
-from learner_processes import LearnerProcesses
+from learner_processes import LearnerProcesses, toy_clients
 
 from backend_client.learner_client import LearnerClient
 from backend_client.rounds import collective_learning_round
@@ -46,14 +45,6 @@ def colearn_028_round(learners: Sequence[LearnerClient], vote_threshold: float, 
     return accepted
 
 
-def setup(
-    clients: Sequence[LearnerClient], weights_mb: float, train_s: float = 0.0, eval_s: float = 0.0
-) -> None:
-    params = json.dumps({"weights_mb": weights_mb, "train_seconds": train_s, "eval_seconds": eval_s})
-    for client in clients:
-        client.setup_ml("TOY", "{}", "TOY", params)
-
-
 def main() -> None:
     args = repetitions_parser(__doc__.splitlines()[0], default_runs=7, quick_runs=3).parse_args()
     runs = runs_from(args)
@@ -64,8 +55,7 @@ def main() -> None:
     clients: list[LearnerClient] = []
     try:
         fleet.start()
-        clients = [LearnerClient(f"learner-{i}", a).start() for i, a in enumerate(fleet.addresses)]
-        setup(clients, WEIGHTS_MB)
+        clients = toy_clients(fleet.addresses, WEIGHTS_MB)
         # One warm-up round of each kind: first-touch page faults and channel set-up are not a round's cost.
         collective_learning_round(clients, VOTE_THRESHOLD, 0)
         colearn_028_round(clients, VOTE_THRESHOLD, 1)

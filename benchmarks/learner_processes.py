@@ -6,6 +6,7 @@ Every process a benchmark starts goes through ``LearnerProcesses``, whose ``stop
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -16,6 +17,8 @@ from pathlib import Path
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from backend_client import LearnerClient
 
 BENCH_DIR = Path(__file__).resolve().parent
 HOST = "127.0.0.1"
@@ -126,3 +129,21 @@ class LearnerProcesses:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+def toy_clients(
+    addresses: list[str], weights_mb: float, train_seconds: float = 0.0, eval_seconds: float = 0.0
+) -> list[LearnerClient]:
+    """A started client per learner, each set up with the TOY model; stopped again if any setup fails."""
+    params = json.dumps(
+        {"weights_mb": weights_mb, "train_seconds": train_seconds, "eval_seconds": eval_seconds}
+    )
+    clients = [LearnerClient(f"learner-{i}", a).start() for i, a in enumerate(addresses)]
+    try:
+        for client in clients:
+            client.setup_ml("TOY", "{}", "TOY", params)
+    except BaseException:
+        for client in clients:
+            client.stop()
+        raise
+    return clients

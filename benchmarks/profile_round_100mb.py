@@ -12,7 +12,6 @@ no join, no re-split, no re-serialise), which is what "the backend relays opaque
 
 from __future__ import annotations
 
-import json
 import resource
 import statistics
 import time
@@ -24,7 +23,7 @@ import grpc
 import numpy as np
 import psutil
 from figures import emit, log, repetitions_parser, runs_from
-from learner_processes import LearnerProcesses
+from learner_processes import LearnerProcesses, toy_clients
 from toy_learner import ToyLearner
 
 from backend_client.fan_out import fan_out
@@ -134,10 +133,7 @@ def rounds(runs: int) -> None:
     rss_after: list[float] = []
     try:
         fleet.start()
-        clients = [LearnerClient(f"learner-{i}", a).start() for i, a in enumerate(fleet.addresses)]
-        params = json.dumps({"weights_mb": WEIGHTS_MB})
-        for client in clients:
-            client.setup_ml("TOY", "{}", "TOY", params)
+        clients = toy_clients(fleet.addresses, WEIGHTS_MB)
         rss_setup = [psutil.Process(pid).memory_info().rss / MB for pid in fleet.pids]
         collective_learning_round(clients, 0.5, 0)  # warm-up
         for r in range(1, runs + 1):
@@ -254,10 +250,7 @@ def relay_what_if(runs: int) -> None:
     relayed: list[float] = []
     try:
         fleet.start()
-        clients = [LearnerClient(f"learner-{i}", a).start() for i, a in enumerate(fleet.addresses)]
-        params = json.dumps({"weights_mb": WEIGHTS_MB})
-        for client in clients:
-            client.setup_ml("TOY", "{}", "TOY", params)
+        clients = toy_clients(fleet.addresses, WEIGHTS_MB)
         relay = RawRelay(fleet.addresses)
         collective_learning_round(clients, 0.5, 0)  # warm-up of both kinds
         relay.round(1)
