@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from colearn_contract.weight_stream import DEFAULT_PART_BYTES, MAX_PART_BYTES, MIB, MIN_PART_BYTES
@@ -26,6 +26,23 @@ class Settings(BaseSettings):
     part_bytes: int = Field(DEFAULT_PART_BYTES, ge=MIN_PART_BYTES, le=MAX_PART_BYTES)
     proposal_cache_size: int = Field(4, ge=1, le=64, description="proposals kept for AcceptProposal")
     grace_seconds: float = Field(10.0, ge=0, description="time in-flight calls get after SIGTERM")
+    # Security (docs/reliability.md). TLS turns on when tls_cert and tls_key are set; tls_client_ca then
+    # requires client certificates (mTLS). A configured file that cannot be read stops start-up.
+    tls_cert: Path | None = Field(None, description="PEM server certificate chain; enables TLS with tls_key")
+    tls_key: Path | None = Field(None, description="PEM private key of tls_cert")
+    tls_client_ca: Path | None = Field(
+        None, description="PEM CA bundle; clients must present a cert it signed"
+    )
+    auth_token: SecretStr | None = Field(None, description="bearer token every learner RPC must carry")
+    health_port: int | None = Field(
+        None, ge=0, le=65535, description="plaintext port that serves only gRPC health (for probes under TLS)"
+    )
+    max_concurrent_streams: int = Field(64, ge=1, le=65536, description="HTTP/2 streams per connection")
+    stream_timeout_seconds: float = Field(
+        300.0, gt=0, description="server-side deadline of one weights stream; a stalled one is cut off"
+    )
+    # Faults: after every accept the weights are written here atomically, and set-up resumes from them.
+    checkpoint_dir: Path | None = Field(None, description="folder for checkpoints; none keeps no checkpoint")
     plugins: Annotated[list[str], NoDecode] = Field(
         default_factory=list, description="modules to import so that their registry decorators run"
     )
