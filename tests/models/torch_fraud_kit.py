@@ -1,0 +1,93 @@
+"""Helpers for the PYTORCH_XRAY, PYTORCH_COVID_XRAY and FRAUD tests: real files, real gRPC learners.
+
+Not a test module: the ``test_torch_*`` and ``test_fraud_*`` modules import it by name (pytest puts this
+folder on ``sys.path``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from backend_client import LearnerClient
+from colearn_contract.mli import MachineLearningInterface
+from colearn_learner import ExampleMliFactory, GRPCServer, Settings
+from colearn_learner.datatools import cli as data_cli
+
+N_LEARNERS = 3
+
+
+class RecordingFactory(ExampleMliFactory):
+    """The learner's own factory, remembering the MLIs it builds: the test can ask the learner's current
+    model for predictions, as a user of ``mli_get_current_model`` would, while gRPC drives everything."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.built: list[MachineLearningInterface] = []
+
+    def get_mli(
+        self, model_name: str, model_params: str, dataloader_name: str, dataset_params: str
+    ) -> MachineLearningInterface:
+        mli = super().get_mli(model_name, model_params, dataloader_name, dataset_params)
+        self.built.append(mli)
+        return mli
+
+    @property
+    def current(self) -> MachineLearningInterface:
+        return self.built[-1]
+
+
+def colearn_data(*argv: str) -> None:
+    """Runs the ``colearn-data`` command line in-process, as a user would run it."""
+    assert data_cli.main(list(argv)) == 0, f"colearn-data {' '.join(argv)} failed"
+
+
+def split_fixtures(tag: str, work: Path, n_learners: int = N_LEARNERS, seed: int = 1) -> Path:
+    """``colearn-data fixtures``, then ``split``: returns the folder of ``learner_0``, ``learner_1``..."""
+    source, out = work / "source", work / "learners"
+    colearn_data("fixtures", tag, "--out", str(source), "--seed", str(seed))
+    split = ["--source", str(source), "--n_learners", str(n_learners), "--out", str(out), "--seed", str(seed)]
+    colearn_data("split", tag, *split)
+    return out
+
+
+@dataclass
+class Fleet:
+    servers: list[GRPCServer]
+    factories: list[RecordingFactory]
+    clients: list[LearnerClient]
+
+    def setup(self, tag: str, model_params: dict[str, object], **data_params: object) -> list[str]:
+        """Sets up every learner on its own folder (relative to the data root); returns the digests."""
+        return [
+            client.setup_ml(
+                tag, json.dumps({"location": f"learner_{i}", **data_params}), tag, json.dumps(model_params)
+            )
+            for i, client in enumerate(self.clients)
+        ]
+
+
+@contextlib.contextmanager
+def grpc_fleet(data_root: Path, n_learners: int = N_LEARNERS) -> Iterator[Fleet]:
+    """``n_learners`` in-process learner servers on 127.0.0.1 confined to ``data_root``, with clients;
+    all stopped on exit."""
+    fleet = Fleet([], [], [])
+    try:
+        for i in range(n_learners):
+            factory = RecordingFactory()
+            settings = Settings(
+                host="127.0.0.1", port=0, metrics_port=0, grace_seconds=1.0, data_root=data_root
+            )
+            fleet.servers.append(GRPCServer(mli_factory=factory, settings=settings).start())
+            fleet.factories.append(factory)
+            address = f"127.0.0.1:{fleet.servers[-1].port}"
+            fleet.clients.append(LearnerClient(f"learner-{i}", address).start())
+        yield fleet
+    finally:
+        for client in fleet.clients:
+            client.stop()
+        for server in fleet.servers:
+            server.stop(grace=0)
