@@ -12,6 +12,12 @@ BUILTIN_MODULES = (
     "colearn_learner.models.digits",
     "colearn_learner.models.sklearn_digits",
     "colearn_learner.models.pytorch_digits",
+    "colearn_learner.models.keras_digits",
+    "colearn_learner.models.keras_mnist",
+    "colearn_learner.models.keras_cifar10",
+    "colearn_learner.models.pytorch_xray",
+    "colearn_learner.models.pytorch_covid_xray",
+    "colearn_learner.models.fraud",
 )
 
 
