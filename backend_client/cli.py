@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 import time
 from collections.abc import Sequence
@@ -22,6 +23,7 @@ from backend_client.learner_client import Deadlines, LearnerClient
 from backend_client.local_fleet import LocalFleet
 from backend_client.results import Result, Results
 from colearn_contract.cli_flags import add_flag
+from colearn_contract.transport_security import ClientSecurity
 
 console = Console(stderr=True)
 
@@ -63,8 +65,22 @@ def _count(text: str) -> int:
     return value
 
 
+def _security(args: argparse.Namespace) -> ClientSecurity:
+    def path(text: str | None) -> Path | None:
+        return Path(text) if text else None
+
+    return ClientSecurity(
+        tls_ca=path(args.tls_ca),
+        tls_cert=path(args.tls_cert),
+        tls_key=path(args.tls_key),
+        tls_server_name=args.tls_server_name or None,
+        auth_token=args.auth_token or None,
+    )
+
+
 def probe(args: argparse.Namespace) -> int:
-    with LearnerClient("probe", args.address, deadlines=Deadlines(connect=args.timeout)) as learner:
+    deadlines = Deadlines(connect=args.timeout)
+    with LearnerClient("probe", args.address, deadlines=deadlines, security=_security(args)) as learner:
         version = learner.get_version()
         system = learner.get_supported_system()
         status = learner.get_status()
@@ -119,8 +135,17 @@ def _describe(result: Result) -> str:
     return f"round {result.round_index}: learner {result.block_proposer} proposed, {verdict}; {score}"
 
 
-def drive(addresses: Sequence[str], config: RunConfig, out_dir: Path, deadlines: Deadlines) -> Results:
-    learners = [LearnerClient(f"learner-{i}", a, deadlines=deadlines) for i, a in enumerate(addresses)]
+def drive(
+    addresses: Sequence[str],
+    config: RunConfig,
+    out_dir: Path,
+    deadlines: Deadlines,
+    security: ClientSecurity | None = None,
+) -> Results:
+    learners = [
+        LearnerClient(f"learner-{i}", a, deadlines=deadlines, security=security)
+        for i, a in enumerate(addresses)
+    ]
     try:
         for learner in learners:
             learner.start()
@@ -150,7 +175,7 @@ def _deadlines(args: argparse.Namespace) -> Deadlines:
 
 
 def run(args: argparse.Namespace) -> int:
-    drive(_addresses(args), _config(args), Path(args.out), _deadlines(args))
+    drive(_addresses(args), _config(args), Path(args.out), _deadlines(args), _security(args))
     return 0
 
 
@@ -195,13 +220,26 @@ def build_parser() -> argparse.ArgumentParser:
     add_flag(
         common, "log_level", default="WARNING", choices=["DEBUG", "INFO", "WARNING", "ERROR"], type=str.upper
     )
+    # How to reach learners that serve TLS or want a token. Each flag falls back to its environment
+    # variable, so that a token need not appear on a command line (where ps shows it).
+    secure = argparse.ArgumentParser(add_help=False)
+    add_flag(secure, "tls_ca", default=os.environ.get("COLEARN_TLS_CA"),
+             help="PEM CA that signed the learners' certificates: use TLS (COLEARN_TLS_CA)")  # fmt: skip
+    add_flag(secure, "tls_cert", default=os.environ.get("COLEARN_TLS_CERT"),
+             help="PEM client certificate for learners that require one (COLEARN_TLS_CERT)")  # fmt: skip
+    add_flag(secure, "tls_key", default=os.environ.get("COLEARN_TLS_KEY"),
+             help="PEM private key of --tls_cert (COLEARN_TLS_KEY)")  # fmt: skip
+    add_flag(secure, "tls_server_name", default=os.environ.get("COLEARN_TLS_SERVER_NAME"),
+             help="name to check the learners' certificates against (COLEARN_TLS_SERVER_NAME)")  # fmt: skip
+    add_flag(secure, "auth_token", default=os.environ.get("COLEARN_AUTH_TOKEN"),
+             help="bearer token the learners require; prefer the COLEARN_AUTH_TOKEN variable")  # fmt: skip
     commands = parser.add_subparsers(dest="command", required=True)
-    p = commands.add_parser("probe", help="show what a learner serves", parents=[common])
+    p = commands.add_parser("probe", help="show what a learner serves", parents=[common, secure])
     add_flag(p, "address", default="127.0.0.1:9995", help="host:port")
     add_flag(p, "timeout", type=float, default=5.0, help="seconds to wait for the learner")
     add_flag(p, "json", action="store_true", help="print JSON instead of tables")
     p.set_defaults(func=probe)
-    p = commands.add_parser("run", help="run rounds against a fleet", parents=[common])
+    p = commands.add_parser("run", help="run rounds against a fleet", parents=[common, secure])
     _add_run_flags(p, demo=False)
     add_flag(p, "learners", help="learner addresses, host:port,host:port,...")
     add_flag(p, "dns", help="a name:port whose every address is a learner (compose --scale)")

@@ -2,7 +2,8 @@
 
 The client never decodes weights: what it gets from one learner it relays to the others as opaque
 ``EncodedWeights``. Every call has a deadline; idempotent calls are retried on UNAVAILABLE by gRPC's own
-retry policy (see ``colearn_contract.grpc_options``).
+retry policy (see ``colearn_contract.grpc_options``). ``ClientSecurity`` adds TLS (mTLS with a client
+certificate) and the bearer token; a TLS file that cannot be used fails ``start()`` before any connection.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import grpc
 from backend_client.errors import LearnerError, LearnerUnavailableError, from_rpc_error
 from colearn_contract.grpc_options import channel_options
 from colearn_contract.mli import MachineLearningInterface, ProposedWeights, Weights
+from colearn_contract.transport_security import ClientSecurity
 from colearn_contract.v1 import learner_pb2 as pb
 from colearn_contract.v1 import learner_pb2_grpc as pb_grpc
 from colearn_contract.weight_stream import (
@@ -66,8 +68,10 @@ class LearnerClient(MachineLearningInterface):
         max_message_bytes: int = 16 * MIB,
         max_weights_bytes: int = 4096 * MIB,
         part_bytes: int = DEFAULT_PART_BYTES,
+        security: ClientSecurity | None = None,
     ) -> None:
         self.name = name
+        self.security = security or ClientSecurity()
         self.address = address
         self.deadlines = deadlines or Deadlines()
         self._max_message_bytes = max_message_bytes
@@ -84,9 +88,8 @@ class LearnerClient(MachineLearningInterface):
     def start(self) -> LearnerClient:
         """Opens the channel and waits until the learner accepts connections."""
         if self._channel is None:
-            self._channel = grpc.insecure_channel(
-                self.address, options=channel_options(self._max_message_bytes)
-            )
+            # Never plaintext in place of TLS: an unusable TLS file raises TransportSecurityError here.
+            self._channel = self.security.channel(self.address, channel_options(self._max_message_bytes))
             self._stub = pb_grpc.LearnerStub(self._channel)
         try:
             grpc.channel_ready_future(self._channel).result(timeout=self.deadlines.connect)

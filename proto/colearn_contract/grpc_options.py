@@ -20,8 +20,10 @@ KEEPALIVE_TIMEOUT_MS = 10_000
 IDEMPOTENT_METHODS = ("QueryVersion", "QuerySupportedSystem", "MLSetup", "AcceptProposal", "GetStatus")
 
 
-def server_options(max_message_bytes: int) -> list[tuple[str, Any]]:
-    return [
+def server_options(
+    max_message_bytes: int, max_concurrent_streams: int | None = None
+) -> list[tuple[str, Any]]:
+    options: list[tuple[str, Any]] = [
         # Weights travel in parts of at most 4 MiB; the cap leaves room for the framing and refuses more.
         ("grpc.max_send_message_length", max_message_bytes),
         ("grpc.max_receive_message_length", max_message_bytes),
@@ -31,6 +33,24 @@ def server_options(max_message_bytes: int) -> list[tuple[str, Any]]:
         ("grpc.keepalive_permit_without_calls", 1),
         ("grpc.http2.min_ping_interval_without_data_ms", KEEPALIVE_TIME_MS // 2),
         ("grpc.http2.max_pings_without_data", 0),
+    ]
+    if max_concurrent_streams is not None:
+        # HTTP/2 SETTINGS_MAX_CONCURRENT_STREAMS: one connection cannot open more calls than this at once.
+        # A client that knows the setting queues the rest; in a burst the excess is refused (REFUSED_STREAM,
+        # UNAVAILABLE, safe to retry). Either way a flood from one connection costs the learner nothing.
+        options.append(("grpc.max_concurrent_streams", max_concurrent_streams))
+    return options
+
+
+def health_server_options() -> list[tuple[str, Any]]:
+    """The health-only port answers tiny messages: it needs no room for weights."""
+    return [
+        ("grpc.max_receive_message_length", 64 * 1024),
+        ("grpc.so_reuseport", 0),
+        ("grpc.keepalive_permit_without_calls", 1),
+        ("grpc.http2.min_ping_interval_without_data_ms", KEEPALIVE_TIME_MS // 2),
+        ("grpc.http2.max_pings_without_data", 0),
+        ("grpc.max_concurrent_streams", 16),
     ]
 
 
@@ -64,6 +84,11 @@ def channel_options(max_message_bytes: int) -> list[tuple[str, Any]]:
         ("grpc.http2.max_pings_without_data", 0),
         ("grpc.enable_retries", 1),
         ("grpc.service_config", retry_service_config()),
+        # A learner that died comes back within seconds (a restarted pod): reconnect attempts stay at most
+        # 5 s apart, so that the backend sees it again by the next round, not after gRPC's default of up to
+        # 120 s of backoff. A fleet has few learners, so trying a dead one every 5 s costs nothing.
+        ("grpc.initial_reconnect_backoff_ms", 1000),
+        ("grpc.max_reconnect_backoff_ms", 5000),
         # Each learner gets its own channel: never share a subchannel between two LearnerClients that
         # point at the same address, or one client's stop() would close the other's connection.
         ("grpc.use_local_subchannel_pool", 1),

@@ -10,6 +10,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 from typing import Any
 
 from colearn_contract.cli_flags import add_flag
@@ -24,8 +25,20 @@ _SETTING_FLAGS: tuple[tuple[str, Any, str], ...] = (
     ("worker_threads", int, "gRPC worker threads (default 16)"),
     ("max_message_bytes", int, "gRPC max message size"),
     ("grace_seconds", float, "drain time after SIGTERM (default 10)"),
+    ("max_weights_bytes", int, "cap on a weights stream's declared total_bytes (default 4 GiB)"),
+    ("max_concurrent_streams", int, "calls one client connection may have open at once (default 64)"),
+    ("stream_timeout_seconds", float, "deadline for receiving one weights stream (default 300)"),
+    ("tls_cert", str, "PEM certificate chain: serve TLS (with --tls_key)"),
+    ("tls_key", str, "PEM private key of --tls_cert"),
+    ("tls_client_ca", str, "PEM CA bundle: require client certificates it signed (mTLS)"),
+    ("auth_token", str, "bearer token every call but health must carry; prefer COLEARN_AUTH_TOKEN"),
+    ("health_port", int, "plaintext port serving only gRPC health, for probes under TLS"),
+    ("checkpoint_dir", str, "folder for this learner's checkpoints (serve-n: a learner_<i> folder each)"),
 )
-_PER_LEARNER = ("port", "metrics_port")  # serve-n gives each child its own
+_PER_LEARNER = ("port", "metrics_port", "health_port", "checkpoint_dir")  # serve-n gives each child its own
+_SECRET = (
+    "auth_token",
+)  # serve-n hands these to its children in their environment, not on their command line
 
 
 def _log_level(text: str) -> str:
@@ -102,9 +115,14 @@ def serve_n(args: argparse.Namespace) -> int:
     settings = _settings(args)
     passed = [f"--log-level={args.log_level}"] if args.log_level else []
     for name, _, _ in _SETTING_FLAGS:
-        if name not in _PER_LEARNER and getattr(args, name) is not None:
+        if name not in (*_PER_LEARNER, *_SECRET) and getattr(args, name) is not None:
             passed.append(f"--{name}={getattr(args, name)}")
     passed += [f"--plugins={p}" for p in settings.plugins]
+    # Any process on the host can read another's command line (ps, /proc/PID/cmdline), but not its
+    # environment: the token goes to the children there.
+    child_env = dict(os.environ)
+    if settings.auth_token is not None:
+        child_env["COLEARN_AUTH_TOKEN"] = settings.auth_token.get_secret_value()
     children: list[subprocess.Popen[bytes]] = []
     stopping = False
 
@@ -126,7 +144,11 @@ def serve_n(args: argparse.Namespace) -> int:
             sys.executable, "-m", "colearn_learner", "serve",
             f"--port={port}", f"--metrics-port={metrics_port}", *passed,
         ]  # fmt: skip
-        children.append(subprocess.Popen(command))
+        if settings.health_port is not None:
+            command.append(f"--health-port={settings.health_port + i if settings.health_port else 0}")
+        if settings.checkpoint_dir is not None:  # checkpoints must never be shared between learners
+            command.append(f"--checkpoint-dir={settings.checkpoint_dir / f'learner_{i}'}")
+        children.append(subprocess.Popen(command, env=child_env))
         print(f"learner {i}: pid {children[-1].pid} port {port} metrics {metrics_port}", flush=True)
     failed = False
     reported: set[int] = set()
@@ -149,12 +171,37 @@ def serve_n(args: argparse.Namespace) -> int:
     return 1 if failed or any(code > 0 for code in codes) else 0
 
 
+def _health_security(args: argparse.Namespace) -> Any:
+    """TLS when a CA is given (``--tls_ca`` or ``COLEARN_TLS_CA``). The client certificate defaults to the
+    learner's own (``COLEARN_TLS_CERT``/``COLEARN_TLS_KEY``), so that inside a learner's container a
+    HEALTHCHECK can reach its mTLS port; the plaintext health port needs none of this."""
+    from colearn_contract.transport_security import ClientSecurity, TransportSecurityError
+
+    ca = args.tls_ca or os.environ.get("COLEARN_TLS_CA") or None
+    cert, key = args.tls_cert, args.tls_key
+    if ca and cert is None and key is None:
+        cert, key = os.environ.get("COLEARN_TLS_CERT") or None, os.environ.get("COLEARN_TLS_KEY") or None
+    try:
+        security = ClientSecurity(
+            tls_ca=_path(ca), tls_cert=_path(cert), tls_key=_path(key), tls_server_name=args.tls_server_name
+        )
+        if security.tls:
+            security.credentials()  # a file that cannot be used fails here, with its name
+    except TransportSecurityError as exc:
+        raise SystemExit(f"colearn-learner health: {exc}") from None
+    return security
+
+
+def _path(text: str | None) -> Path | None:
+    return Path(text) if text else None
+
+
 def health(args: argparse.Namespace) -> int:
     """Exits 0 when the service is SERVING: the container HEALTHCHECK and probes use this."""
     import grpc
     from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-    with grpc.insecure_channel(args.address) as channel:
+    with _health_security(args).channel(args.address, []) as channel:
         try:
             response = health_pb2_grpc.HealthStub(channel).Check(
                 health_pb2.HealthCheckRequest(service=args.service), timeout=args.timeout
@@ -183,6 +230,10 @@ def build_parser() -> argparse.ArgumentParser:
         p, "service", default="", help='health service: "" (the server) or colearn.v1.Learner (the model)'
     )
     add_flag(p, "timeout", type=float, default=3.0, help="seconds to wait (default 3)")
+    add_flag(p, "tls_ca", help="PEM CA that signed the learner's certificate: use TLS (or COLEARN_TLS_CA)")
+    add_flag(p, "tls_cert", help="PEM client certificate for mTLS (default COLEARN_TLS_CERT under TLS)")
+    add_flag(p, "tls_key", help="PEM key of --tls_cert (default COLEARN_TLS_KEY under TLS)")
+    add_flag(p, "tls_server_name", help="name to check the learner's certificate against")
     p.set_defaults(func=health)
     return parser
 

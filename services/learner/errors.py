@@ -69,3 +69,9 @@ class LearnerBusyError(StatusError):
     """Every slot for model calls is taken; the threads left over keep health and status answering."""
 
     code = grpc.StatusCode.RESOURCE_EXHAUSTED
+
+
+class StreamDeadlineError(StatusError):
+    """A client stream that did not finish within the learner's own deadline for it (a stalled sender)."""
+
+    code = grpc.StatusCode.DEADLINE_EXCEEDED

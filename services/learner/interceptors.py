@@ -1,7 +1,8 @@
-"""A server interceptor that counts and times every RPC by method and status code."""
+"""Server interceptors: metrics for every RPC, the bearer-token check, and tolerant request decoding."""
 
 from __future__ import annotations
 
+import hmac
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -9,6 +10,7 @@ from typing import Any
 import grpc
 
 from colearn_contract import SERVICE_NAME
+from colearn_contract.transport_security import AUTHORIZATION
 from colearn_learner.errors import BadRequestError
 from colearn_learner.metrics import LearnerMetrics
 
@@ -117,10 +119,10 @@ class RequestDecodingInterceptor(grpc.ServerInterceptor):
         handler = continuation(handler_call_details)
         if handler is None or handler.request_deserializer is None:
             return handler
-        if handler.request_streaming and not handler_call_details.method.startswith(f"/{SERVICE_NAME}/"):
-            return handler  # only the learner's own streaming handlers map BadRequestError to a status
         deserialize = handler.request_deserializer
         method = handler_call_details.method
+        # The learner's own handlers map BadRequestError to its status; others (reflection) get an abort.
+        own = method.startswith(f"/{SERVICE_NAME}/")
 
         def tolerant(data: bytes) -> Any:
             try:
@@ -145,10 +147,12 @@ class RequestDecodingInterceptor(grpc.ServerInterceptor):
             def checked(requests: Iterator[Any], context: grpc.ServicerContext) -> Any:
                 def parsed() -> Iterator[Any]:
                     for request in requests:
-                        if isinstance(request, _Undecodable):
+                        if isinstance(request, _Undecodable) and own:
                             raise BadRequestError(
                                 f"{method}: a streamed message does not parse: {request.error}"
                             )
+                        if isinstance(request, _Undecodable):
+                            refuse(context, request)
                         yield request
 
                 return behavior(parsed(), context)
@@ -157,3 +161,66 @@ class RequestDecodingInterceptor(grpc.ServerInterceptor):
 
         handler = handler._replace(request_deserializer=tolerant)
         return _wrap_behavior(handler, streaming if handler.request_streaming else unary)
+
+
+# Probes carry no token: Kubernetes' grpc probe cannot send one.
+_OPEN_PREFIXES = ("/grpc.health.v1.Health/",)
+
+
+class BearerTokenInterceptor(grpc.ServerInterceptor):
+    """Answers a call without ``authorization: Bearer <token>`` with UNAUTHENTICATED.
+
+    Health stays open; everything else, reflection included, needs the token. The comparison takes the
+    same time however much of a guess is right (``hmac.compare_digest``). A refused call never reaches the
+    request deserializer or the servicer: its bytes are not even parsed.
+    """
+
+    def __init__(self, token: str) -> None:
+        self._expected = token.encode()
+
+    def _authorized(self, metadata: tuple[tuple[str, Any], ...] | None) -> bool:
+        presented = b""
+        for key, value in metadata or ():
+            if key == AUTHORIZATION:
+                text = value.decode("latin-1") if isinstance(value, bytes) else str(value)
+                scheme, _, token = text.partition(" ")
+                if scheme.lower() == "bearer":
+                    presented = token.strip().encode("latin-1", "replace")
+                break
+        # compare_digest also runs for an absent header, so that its absence costs the same time.
+        return hmac.compare_digest(presented, self._expected) and bool(presented)
+
+    def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], grpc.RpcMethodHandler | None],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler | None:
+        method = handler_call_details.method
+        if method.startswith(_OPEN_PREFIXES) or self._authorized(handler_call_details.invocation_metadata):
+            return continuation(handler_call_details)
+        handler = continuation(handler_call_details)
+        if handler is None:
+            return None  # UNIMPLEMENTED says no more than the token check would
+        return _refusing(handler, method)
+
+
+def _refusing(handler: grpc.RpcMethodHandler, method: str) -> grpc.RpcMethodHandler:
+    """A handler of the same kind as ``handler`` that answers UNAUTHENTICATED without reading a request."""
+    details = f"{method} needs 'authorization: Bearer <token>' metadata with this learner's token"
+
+    def refuse(request: Any, context: grpc.ServicerContext) -> Any:
+        context.abort(grpc.StatusCode.UNAUTHENTICATED, details)
+
+    def refuse_stream(request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
+        context.abort(grpc.StatusCode.UNAUTHENTICATED, details)
+        yield  # pragma: no cover - abort raises
+
+    behavior = refuse_stream if handler.response_streaming else refuse
+    build = {
+        (False, False): grpc.unary_unary_rpc_method_handler,
+        (False, True): grpc.unary_stream_rpc_method_handler,
+        (True, False): grpc.stream_unary_rpc_method_handler,
+        (True, True): grpc.stream_stream_rpc_method_handler,
+    }[(handler.request_streaming, handler.response_streaming)]
+    # No deserializer: the raw bytes are handed over unread (and never looked at).
+    return build(behavior, request_deserializer=None, response_serializer=handler.response_serializer)

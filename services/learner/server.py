@@ -13,12 +13,17 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from colearn_contract import SERVICE_NAME, __version__
-from colearn_contract.grpc_options import server_options
+from colearn_contract.grpc_options import health_server_options, server_options
+from colearn_contract.transport_security import read_certificates, read_private_key
 from colearn_contract.v1 import learner_pb2 as pb
 from colearn_contract.v1 import learner_pb2_grpc as pb_grpc
 from colearn_learner.factory import MliFactory
 from colearn_learner.health import LearnerHealth
-from colearn_learner.interceptors import MetricsInterceptor, RequestDecodingInterceptor
+from colearn_learner.interceptors import (
+    BearerTokenInterceptor,
+    MetricsInterceptor,
+    RequestDecodingInterceptor,
+)
 from colearn_learner.metrics import LearnerMetrics
 from colearn_learner.model_host import ModelHost
 from colearn_learner.servicer import LearnerServicer
@@ -27,9 +32,26 @@ from colearn_learner.settings import Settings
 _log = logging.getLogger(__name__)
 
 
+_HEALTH_PORT_THREADS = 2  # Check is quick and Watch does not hold a thread (non-blocking health servicer)
+_HEALTH_SERVICE = health_pb2.DESCRIPTOR.services_by_name["Health"].full_name
+
+
 def _probe_threads(worker_threads: int) -> int:
     """Worker threads kept free of model calls, for health checks, status and queries."""
     return min(4, worker_threads // 2)
+
+
+def server_credentials(settings: Settings) -> grpc.ServerCredentials | None:
+    """TLS credentials from the configured files, read again at start (they may have been rotated since
+    the settings were checked); None when TLS is off. A client CA makes client certificates mandatory."""
+    if settings.tls_cert is None or settings.tls_key is None:
+        return None
+    chain = read_certificates(settings.tls_cert, "tls_cert")
+    key = read_private_key(settings.tls_key, "tls_key")
+    client_ca = read_certificates(settings.tls_client_ca, "tls_client_ca") if settings.tls_client_ca else None
+    return grpc.ssl_server_credentials(
+        [(key, chain)], root_certificates=client_ca, require_client_auth=client_ca is not None
+    )
 
 
 class GRPCServer:
@@ -53,12 +75,14 @@ class GRPCServer:
         # Validated like any other setting: a port of -7 fails here, not at bind time.
         self.settings = Settings(**{**base.model_dump(), **overrides}) if overrides else base
         self.metrics = LearnerMetrics()
+        self.metrics.declare_methods(pb.DESCRIPTOR.services_by_name["Learner"])
         self.health = LearnerHealth()
         self.model_host = ModelHost(
             mli_factory,
             self.metrics,
             data_root=self.settings.data_root,
             proposal_cache_size=self.settings.proposal_cache_size,
+            checkpoint_dir=self.settings.checkpoint_dir,
             on_ready=self.health.model_ready,
         )
         self._servicer = LearnerServicer(
@@ -68,14 +92,17 @@ class GRPCServer:
             max_weights_bytes=self.settings.max_weights_bytes,
             part_bytes=self.settings.part_bytes,
             max_model_calls=self.settings.worker_threads - _probe_threads(self.settings.worker_threads),
+            stream_timeout_seconds=self.settings.stream_timeout_seconds,
         )
         self.metrics.set_info(version=__version__, model="", dataloader="")
         self._server: grpc.Server | None = None
         self._metrics_server: Any = None
+        self._health_server: grpc.Server | None = None
         self._stopped = threading.Event()
         self._stop_lock = threading.Lock()
         self.port = 0
         self.metrics_port = 0
+        self.health_port = 0
 
     def start(self) -> GRPCServer:
         if self._stopped.is_set():
@@ -89,10 +116,28 @@ class GRPCServer:
             except OSError as exc:
                 raise OSError(f"cannot listen on metrics port {s.metrics_port}: {exc}") from exc
             self.metrics_port = self._metrics_server.server_port
+        try:
+            credentials = server_credentials(s)
+        except ValueError as exc:
+            self._close_metrics()
+            raise OSError(str(exc)) from exc
+        if s.health_port is not None:
+            try:
+                self._health_server = self._start_health_server(s)
+            except RuntimeError as exc:
+                self._close_metrics()
+                raise OSError(f"cannot listen on health port {s.health_port}: {exc}") from exc
+        interceptors: list[grpc.ServerInterceptor] = [MetricsInterceptor(self.metrics)]
+        if s.auth_token is not None:
+            # Before decoding: a caller without the token learns nothing, not even whether its bytes parse.
+            interceptors.append(BearerTokenInterceptor(s.auth_token.get_secret_value()))
+            if credentials is None:
+                _log.warning("auth_token is set without TLS: the token crosses the network in clear")
+        interceptors.append(RequestDecodingInterceptor())
         server = grpc.server(
             futures.ThreadPoolExecutor(max_workers=s.worker_threads, thread_name_prefix="learner-rpc"),
-            interceptors=[MetricsInterceptor(self.metrics), RequestDecodingInterceptor()],
-            options=server_options(s.max_message_bytes),
+            interceptors=interceptors,
+            options=server_options(s.max_message_bytes, s.max_concurrent_streams),
         )
         pb_grpc.add_LearnerServicer_to_server(self._servicer, server)
         health_pb2_grpc.add_HealthServicer_to_server(self.health.servicer, server)
@@ -105,17 +150,41 @@ class GRPCServer:
             server,
         )
         try:
-            self.port = server.add_insecure_port(s.bind_address)
+            if credentials is None:
+                self.port = server.add_insecure_port(s.bind_address)
+            else:
+                self.port = server.add_secure_port(s.bind_address, credentials)
         except RuntimeError as exc:
-            self._close_metrics()
+            self._close_side_ports()
             raise OSError(f"cannot listen on {s.bind_address}: {exc}") from exc
         server.start()
         self._server = server
         self.health.listening()
         _log.info(
-            "learner serving %s on port %d, metrics on %s", SERVICE_NAME, self.port, self.metrics_port or "-"
+            "learner serving %s on port %d (%s%s), metrics on %s, health on %s",
+            SERVICE_NAME,
+            self.port,
+            "plaintext" if credentials is None else ("mTLS" if s.tls_client_ca else "TLS"),
+            ", bearer token" if s.auth_token is not None else "",
+            self.metrics_port or "-",
+            self.health_port or "-",
         )
         return self
+
+    def _start_health_server(self, s: Settings) -> grpc.Server:
+        """A plaintext port that carries only gRPC health, for probes that cannot speak the main port's
+        TLS (Kubernetes' grpc probes, a container HEALTHCHECK). It shares the main port's health servicer,
+        so both always report the same status; reflection lists only health, so that grpcurl works."""
+        server = grpc.server(
+            futures.ThreadPoolExecutor(max_workers=_HEALTH_PORT_THREADS, thread_name_prefix="learner-health"),
+            interceptors=[MetricsInterceptor(self.metrics)],
+            options=health_server_options(),
+        )
+        health_pb2_grpc.add_HealthServicer_to_server(self.health.servicer, server)
+        reflection.enable_server_reflection((_HEALTH_SERVICE, reflection.SERVICE_NAME), server)
+        self.health_port = server.add_insecure_port(f"{s.host}:{s.health_port}")
+        server.start()
+        return server
 
     def run(self) -> None:
         """Serves until SIGTERM or SIGINT (or ``stop()``), then drains in-flight calls."""
@@ -139,8 +208,14 @@ class GRPCServer:
                 grace = self.settings.grace_seconds if grace is None else grace
                 self._server.stop(grace).wait()
                 _log.info("learner on port %d stopped", self.port)
-            self._close_metrics()
+            self._close_side_ports()
             self._stopped.set()
+
+    def _close_side_ports(self) -> None:
+        if self._health_server is not None:
+            self._health_server.stop(0).wait()
+            self._health_server = None
+        self._close_metrics()
 
     def _close_metrics(self) -> None:
         if self._metrics_server is not None:

@@ -25,6 +25,7 @@ from colearn_learner.errors import InvalidParametersError, LearnerBusyError, Sta
 from colearn_learner.factory import MliFactory
 from colearn_learner.metrics import LearnerMetrics
 from colearn_learner.model_host import LearnerStatus, ModelHost
+from colearn_learner.stream_deadline import within_deadline
 
 _log = logging.getLogger(__name__)
 
@@ -101,6 +102,7 @@ class LearnerServicer(pb_grpc.LearnerServicer):
         max_weights_bytes: int,
         part_bytes: int,
         max_model_calls: int,
+        stream_timeout_seconds: float = 300.0,
     ) -> None:
         self._max_model_calls = max_model_calls
         self._model_slots = threading.BoundedSemaphore(max_model_calls)
@@ -109,6 +111,7 @@ class LearnerServicer(pb_grpc.LearnerServicer):
         self._metrics = metrics
         self._max_weights_bytes = max_weights_bytes
         self._part_bytes = part_bytes
+        self._stream_timeout_seconds = stream_timeout_seconds
 
     @contextlib.contextmanager
     def _model_slot(self) -> Iterator[None]:
@@ -168,14 +171,29 @@ class LearnerServicer(pb_grpc.LearnerServicer):
         )
         return pb.MLSetupResponse(unchanged=result.unchanged, weights_sha256=result.weights_sha256)
 
-    def _send(self, weights: EncodedWeights, method: str) -> Iterator[pb.WeightsPart]:
-        for part in iter_parts(weights, self._part_bytes):
-            self._metrics.weight_bytes.labels("out", method).inc(len(part.data))
-            yield part
+    def _send(
+        self, weights: EncodedWeights, method: str, context: grpc.ServicerContext
+    ) -> Iterator[pb.WeightsPart]:
+        # A client that stops reading blocks the send (HTTP/2 flow control) and would keep this call's
+        # model slot; past the stream deadline the call is cancelled, which ends the send and frees it.
+        watchdog = threading.Timer(self._stream_timeout_seconds, context.cancel)
+        watchdog.daemon = True
+        watchdog.start()
+        try:
+            for part in iter_parts(weights, self._part_bytes):
+                self._metrics.weight_bytes.labels("out", method).inc(len(part.data))
+                yield part
+        finally:
+            watchdog.cancel()
 
     def _receive(self, parts: Iterator[pb.WeightsPart], method: str) -> EncodedWeights:
         self._host.require_ready()
-        weights = assemble(parts, self._max_weights_bytes)
+        # The size cap is checked on the first part, before any buffer is allocated; the deadline bounds
+        # how long a sender may hold this call (and its model slot) with a stream that never ends.
+        weights = assemble(
+            within_deadline(parts, self._stream_timeout_seconds, f"the {method} stream"),
+            self._max_weights_bytes,
+        )
         self._metrics.weight_bytes.labels("in", method).inc(weights.size)
         return weights
 
@@ -184,7 +202,7 @@ class LearnerServicer(pb_grpc.LearnerServicer):
     def ProposeWeights(
         self, request: pb.ProposeWeightsRequest, context: grpc.ServicerContext
     ) -> Iterator[pb.WeightsPart]:
-        yield from self._send(self._host.propose(), "ProposeWeights")
+        yield from self._send(self._host.propose(), "ProposeWeights", context)
 
     @_guarded
     @_model_call
@@ -228,7 +246,7 @@ class LearnerServicer(pb_grpc.LearnerServicer):
     def GetCurrentWeights(
         self, request: pb.GetCurrentWeightsRequest, context: grpc.ServicerContext
     ) -> Iterator[pb.WeightsPart]:
-        yield from self._send(self._host.current_weights(), "GetCurrentWeights")
+        yield from self._send(self._host.current_weights(), "GetCurrentWeights", context)
 
     @_guarded
     def GetStatus(self, request: pb.GetStatusRequest, context: grpc.ServicerContext) -> pb.GetStatusResponse:

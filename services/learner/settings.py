@@ -8,6 +8,12 @@ from typing import Annotated
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from colearn_contract.transport_security import (
+    TransportSecurityError,
+    check_token,
+    read_certificates,
+    read_private_key,
+)
 from colearn_contract.weight_stream import DEFAULT_PART_BYTES, MAX_PART_BYTES, MIB, MIN_PART_BYTES
 
 
@@ -58,7 +64,43 @@ class Settings(BaseSettings):
     def _distinct_ports(self) -> Settings:
         if self.port and self.port == self.metrics_port:
             raise ValueError(f"port and metrics_port must differ (both are {self.port})")
+        if self.health_port:
+            for name in ("port", "metrics_port"):
+                if self.health_port == getattr(self, name):
+                    raise ValueError(f"health_port and {name} must differ (both are {self.health_port})")
         return self
+
+    @field_validator("auth_token")
+    @classmethod
+    def _usable_token(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None:
+            try:
+                check_token(value.get_secret_value())
+            except TransportSecurityError as exc:
+                raise ValueError(str(exc)) from None
+        return value
+
+    @model_validator(mode="after")
+    def _usable_tls_files(self) -> Settings:
+        """Every configured TLS file is read once here, so that a learner never starts without TLS it
+        was asked for, nor with a file it will fail on at the first handshake."""
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise ValueError("tls_cert and tls_key go together: give both to turn TLS on, or neither")
+        if self.tls_client_ca is not None and self.tls_cert is None:
+            raise ValueError("tls_client_ca needs TLS on the learner port: set tls_cert and tls_key as well")
+        try:
+            if self.tls_cert is not None and self.tls_key is not None:
+                read_certificates(self.tls_cert, "tls_cert")
+                read_private_key(self.tls_key, "tls_key")
+            if self.tls_client_ca is not None:
+                read_certificates(self.tls_client_ca, "tls_client_ca")
+        except TransportSecurityError as exc:
+            raise ValueError(str(exc)) from None
+        return self
+
+    @property
+    def tls(self) -> bool:
+        return self.tls_cert is not None
 
     @property
     def bind_address(self) -> str:

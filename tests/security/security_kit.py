@@ -1,0 +1,219 @@
+"""Helpers for the security tests: learners with TLS, tokens and limits, on 127.0.0.1, and a tiny model.
+
+Not a test module; the security test modules import it by name (pytest puts this folder on ``sys.path``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import shutil
+import sys
+import textwrap
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import grpc
+import numpy as np
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from colearn_contract.mli import MachineLearningInterface, ProposedWeights, Weights
+from colearn_contract.transport_security import ClientSecurity
+from colearn_contract.v1 import learner_pb2 as pb
+from colearn_contract.v1 import learner_pb2_grpc as pb_grpc
+from colearn_learner import ExampleMliFactory, FactoryRegistry, GRPCServer, Settings
+
+MIB = 1024 * 1024
+SERVICE = "colearn.v1.Learner"
+SERVING = health_pb2.HealthCheckResponse.SERVING
+NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
+VENV_BIN = Path(sys.executable).parent
+SEC_DATA = "SEC_DATA"
+SEC_MODEL = "SEC_MODEL"
+
+
+def venv_tool(name: str) -> str:
+    found = shutil.which(name, path=str(VENV_BIN)) or shutil.which(name)
+    assert found, f"{name} is not installed in {VENV_BIN}"
+    return found
+
+
+class SecuredLearner:
+    """One in-process learner; ``client(...)`` opens channels to it with any client security."""
+
+    def __init__(self, **settings: Any) -> None:
+        base: dict[str, Any] = {"host": "127.0.0.1", "port": 0, "metrics_port": 0, "grace_seconds": 1.0}
+        self.server = GRPCServer(mli_factory=ExampleMliFactory(), settings=Settings(**{**base, **settings}))
+        self.server.start()
+        self.address = f"127.0.0.1:{self.server.port}"
+        self._channels: list[grpc.Channel] = []
+
+    def channel(self, security: ClientSecurity | None = None) -> grpc.Channel:
+        # A connection of its own: channels to one address otherwise share one (a global subchannel pool).
+        channel = (security or ClientSecurity()).channel(
+            self.address, [("grpc.use_local_subchannel_pool", 1)]
+        )
+        self._channels.append(channel)
+        return channel
+
+    def stub(self, security: ClientSecurity | None = None) -> pb_grpc.LearnerStub:
+        return pb_grpc.LearnerStub(self.channel(security))
+
+    @property
+    def health_address(self) -> str:
+        return f"127.0.0.1:{self.server.health_port}"
+
+    def close(self) -> None:
+        for channel in self._channels:
+            channel.close()
+        self.server.stop(grace=0)
+
+    def __enter__(self) -> SecuredLearner:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def health_status(address: str, service: str = "", security: ClientSecurity | None = None) -> int:
+    with (security or ClientSecurity()).channel(address, []) as channel:
+        request = health_pb2.HealthCheckRequest(service=service)
+        return health_pb2_grpc.HealthStub(channel).Check(request, timeout=10).status
+
+
+def rpc_code(call: Callable[[], Any]) -> tuple[grpc.StatusCode, str]:
+    """Runs a call and returns its status code and details (OK and "" when it succeeds)."""
+    try:
+        result = call()
+        if isinstance(result, Iterator):
+            list(result)
+    except grpc.RpcError as exc:
+        return exc.code(), exc.details() or ""
+    return grpc.StatusCode.OK, ""
+
+
+def sha256_hex(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def parts_for(data: bytes, *, chunk: int = MIB, total: int | None = None) -> list[pb.WeightsPart]:
+    """A well-framed stream for ``data`` (with its true sha256); ``total`` overrides the declared size."""
+    total = len(data) if total is None else total
+    offsets = list(range(0, len(data), chunk)) or [0]
+    parts = [pb.WeightsPart(offset=o, total_bytes=total, data=data[o : o + chunk]) for o in offsets]
+    parts[0].header.CopyFrom(pb.WeightsHeader(encoding="safetensors", sha256=sha256_hex(data)))
+    return parts
+
+
+def current_weights(stub: pb_grpc.LearnerStub) -> bytes:
+    return b"".join(p.data for p in stub.GetCurrentWeights(pb.GetCurrentWeightsRequest(), timeout=60))
+
+
+def eventually(probe: Callable[[], Any], seconds: float = 30.0) -> Any:
+    """Polls ``probe`` until it returns something truthy (a wait for an event, not a timing claim)."""
+    deadline = time.monotonic() + seconds
+    while True:
+        value = probe()
+        if value or time.monotonic() > deadline:
+            return value
+        time.sleep(0.02)
+
+
+def stalled_stream(first: pb.WeightsPart, release: threading.Event) -> Iterator[pb.WeightsPart]:
+    """Sends one part, then goes quiet until ``release`` is set (a hung or hostile sender)."""
+    yield first
+    release.wait(60)
+
+
+# --- a tiny numpy model whose size the test picks --------------------------------------------------------
+
+
+class SizedMli(MachineLearningInterface):
+    def __init__(self, size: int) -> None:
+        self.w = np.zeros(size, np.float32)
+
+    def mli_propose_weights(self) -> Weights:
+        return Weights({"w": self.w + 1})
+
+    def mli_test_weights(self, weights: Weights) -> ProposedWeights:
+        return ProposedWeights(weights=weights, vote_score=1.0, test_score=1.0, vote=True, criterion="sized")
+
+    def mli_accept_weights(self, weights: Weights) -> None:
+        self.w = np.array(weights.weights["w"])
+
+    def mli_get_current_weights(self) -> Weights:
+        return Weights({"w": self.w.copy()})
+
+
+@contextlib.contextmanager
+def sized_model() -> Iterator[None]:
+    """Registers ``SEC_MODEL`` on ``SEC_DATA(size)`` for the duration of a test module."""
+
+    @FactoryRegistry.register_dataloader(SEC_DATA)
+    def sec_data(size: int = 16) -> int:
+        return size
+
+    @FactoryRegistry.register_model_architecture(SEC_MODEL, [SEC_DATA])
+    def sec_model(size: int) -> SizedMli:
+        return SizedMli(size)
+
+    try:
+        yield
+    finally:
+        FactoryRegistry.dataloaders.pop(SEC_DATA, None)
+        FactoryRegistry.model_architectures.pop(SEC_MODEL, None)
+
+
+def sized_setup(size: int = 16) -> pb.MLSetupRequest:
+    return pb.MLSetupRequest(
+        dataloader_name=SEC_DATA, dataloader_parameters=f'{{"size": {size}}}', model_name=SEC_MODEL
+    )
+
+
+def write_files_plugin(folder: Path, module: str) -> Path:
+    """A plugin for learner processes: ``FILES_DATA(location)`` reads ``data.npz`` under its folder."""
+    source = textwrap.dedent(
+        '''
+        """A test plugin whose dataloader reads a folder, for data confinement in a real process."""
+        from pathlib import Path
+
+        import numpy as np
+
+        from colearn_contract.mli import MachineLearningInterface, ProposedWeights, Weights
+        from colearn_learner.registry import FactoryRegistry
+
+
+        class FilesMli(MachineLearningInterface):
+            def __init__(self, x):
+                self.w = np.asarray(x, np.float32)
+
+            def mli_propose_weights(self):
+                return Weights(self.w + 1)
+
+            def mli_test_weights(self, weights):
+                return ProposedWeights(weights=weights, vote_score=1.0, test_score=1.0, vote=True)
+
+            def mli_accept_weights(self, weights):
+                self.w = np.array(weights.weights)
+
+            def mli_get_current_weights(self):
+                return Weights(self.w.copy())
+
+
+        @FactoryRegistry.register_dataloader("FILES_DATA")
+        def files_data(location: str):
+            with np.load(Path(location) / "data.npz", allow_pickle=False) as npz:
+                return npz["x"]
+
+
+        @FactoryRegistry.register_model_architecture("FILES_MODEL", ["FILES_DATA"])
+        def files_model(x):
+            return FilesMli(x)
+        '''
+    )
+    path = folder / f"{module}.py"
+    path.write_text(source)
+    return path
