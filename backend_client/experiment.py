@@ -1,4 +1,8 @@
-"""A whole run against a fleet: set every learner up, equalise weights, play R rounds, save the record."""
+"""A whole run against a fleet: set every learner up, equalise weights, play R rounds, save the record.
+
+Before each round the fleet is resynced (``backend_client.resync``): a learner that restarted is set up
+again, and one that lags gets the fleet's weights, so that a run survives learners that die and return.
+"""
 
 from __future__ import annotations
 
@@ -13,7 +17,8 @@ from backend_client.fan_out import fan_out
 from backend_client.learner_client import LearnerClient
 from backend_client.plot import plot_results
 from backend_client.results import Result, Results
-from backend_client.rounds import collective_learning_round, initial_result, set_equal_weights
+from backend_client.resync import FleetWeights, resynced_round
+from backend_client.rounds import initial_result, set_equal_weights
 
 _log = logging.getLogger(__name__)
 
@@ -58,10 +63,17 @@ def set_up_fleet(learners: Sequence[LearnerClient], config: RunConfig) -> None:
             f"not {config.dataloader_tag!r}"
         )
     defaults = system["data_loaders"].get(config.dataloader_tag, {})
-    n = len(learners)
+    setup = _learner_setup(learners, config, defaults)
+    failures = {i: r for i, r in fan_out(setup, range(len(learners))).items() if isinstance(r, BaseException)}
+    if failures:
+        raise RuntimeError("; ".join(str(exc) for exc in failures.values()))
 
+
+def _learner_setup(
+    learners: Sequence[LearnerClient], config: RunConfig, defaults: dict[str, Any]
+) -> Callable[[int], str]:
     def setup(i: int) -> str:
-        params = dataloader_params_for(config, i, n, defaults)
+        params = dataloader_params_for(config, i, len(learners), defaults)
         return learners[i].setup_ml(
             dataset_loader_name=config.dataloader_tag,
             dataset_loader_parameters=json.dumps(params),
@@ -69,9 +81,13 @@ def set_up_fleet(learners: Sequence[LearnerClient], config: RunConfig) -> None:
             model_parameters=json.dumps(config.model_params),
         )
 
-    failures = {i: r for i, r in fan_out(setup, range(n)).items() if isinstance(r, BaseException)}
-    if failures:
-        raise RuntimeError("; ".join(str(exc) for exc in failures.values()))
+    return setup
+
+
+def set_up_learner(learners: Sequence[LearnerClient], config: RunConfig, i: int) -> str:
+    """Sets learner ``i`` up as ``set_up_fleet`` did: for a learner that restarted and lost its model."""
+    defaults = learners[i].get_supported_system()["data_loaders"].get(config.dataloader_tag, {})
+    return _learner_setup(learners, config, defaults)(i)
 
 
 def run_rounds(
@@ -84,8 +100,9 @@ def run_rounds(
     results = Results()
     results.data.append(initial_result(learners))
     on_round(results.data[0])
+    fleet = FleetWeights(setup=lambda i: set_up_learner(learners, config, i))
     for round_index in range(config.rounds):
-        result = collective_learning_round(learners, config.vote_threshold, round_index, quorum=config.quorum)
+        result = resynced_round(fleet, learners, config.vote_threshold, round_index, quorum=config.quorum)
         results.data.append(result)
         on_round(result)
         if out_dir is not None:  # saved every round, so that a long run that dies keeps what it did

@@ -30,6 +30,11 @@ class Result:
     criterion: str = ""
     errors: dict[int, str] = field(default_factory=dict)
     timings: dict[str, float] = field(default_factory=dict)
+    # Faults (docs/reliability.md): the digest of the fleet's weights the round started from, the learners
+    # brought to them by SetWeights before it, and the digest of the proposal (remote learners only).
+    base_sha256: str = ""
+    resynced: list[int] = field(default_factory=list)
+    proposal_sha256: str = ""
 
     @property
     def approvals(self) -> int:

@@ -7,7 +7,8 @@ the round. When fewer voters answer than ``quorum``, the round is void and no we
 
 These functions take any ``MachineLearningInterface``: in-process models and ``LearnerClient``s alike.
 With ``LearnerClient``s, each learner receives the proposal once: ``TestWeights`` caches it, and the
-accept is ``AcceptProposal`` by id.
+accept is ``AcceptProposal`` by id. ``backend_client.resync`` runs a round after bringing every learner to
+the fleet's current weights, and leaves out (``absent``) the learners it could not reach or resync.
 """
 
 from __future__ import annotations
@@ -15,12 +16,13 @@ from __future__ import annotations
 import logging
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from fractions import Fraction
 
 from backend_client.fan_out import fan_out
 from backend_client.results import ABSENT, APPROVE, NONE, PROPOSER, REJECT, Result
-from colearn_contract.mli import MachineLearningInterface, ProposedWeights
+from colearn_contract.mli import MachineLearningInterface, ProposedWeights, Weights
 
 _log = logging.getLogger(__name__)
 
@@ -34,13 +36,43 @@ def _outcome(vote: bool | None) -> str:
 
 
 def collective_learning_round(
-    learners: Sequence[MachineLearningInterface], vote_threshold: float, round_index: int, *, quorum: int = 0
+    learners: Sequence[MachineLearningInterface],
+    vote_threshold: float,
+    round_index: int,
+    *,
+    quorum: int = 0,
+    absent: Mapping[int, str] | None = None,
 ) -> Result:
+    """One round. ``absent`` names learners to leave out, with the reason: they are recorded as absent
+    and get no call (a learner that is not known to hold the fleet's weights must neither propose nor
+    vote)."""
+    return play_round(learners, vote_threshold, round_index, quorum=quorum, absent=absent).result
+
+
+@dataclass(frozen=True)
+class RoundOutcome:
+    result: Result
+    #: The proposal, when the round accepted it: the fleet's weights from now on.
+    accepted: Weights | None
+
+
+def play_round(
+    learners: Sequence[MachineLearningInterface],
+    vote_threshold: float,
+    round_index: int,
+    *,
+    quorum: int = 0,
+    absent: Mapping[int, str] | None = None,
+) -> RoundOutcome:
+    """``collective_learning_round``, also handing back the accepted proposal."""
+    absent = dict(absent or {})
     n = len(learners)
     if n == 0:
         raise ValueError("a round needs at least one learner")
     if not 0 <= vote_threshold <= 1:
         raise ValueError(f"vote_threshold must be within [0, 1], got {vote_threshold}")
+    if unknown := sorted(i for i in absent if not 0 <= i < n):
+        raise ValueError(f"absent names learners {unknown}, but there are only {n}")
     proposer = round_index % n
     result = Result(
         round_index=round_index,
@@ -51,18 +83,24 @@ def collective_learning_round(
         test_scores=[None] * n,
     )
     started = time.perf_counter()
+    for i, reason in absent.items():
+        result.outcomes[i], result.errors[i] = ABSENT, reason
+    if proposer in absent:
+        return RoundOutcome(_void(result, f"proposer {proposer} is absent", started), None)
     try:
         proposal = learners[proposer].mli_propose_weights()
     except Exception as exc:
         _log.warning("round %d: proposer %d failed: %s", round_index, proposer, exc)
         result.outcomes[proposer] = ABSENT
         result.errors[proposer] = str(exc)
-        return _void(result, f"proposer {proposer} failed", started)
+        return RoundOutcome(_void(result, f"proposer {proposer} failed", started), None)
     result.outcomes[proposer] = PROPOSER
+    result.proposal_sha256 = getattr(proposal.weights, "sha256", "")  # remote proposals carry their digest
     proposed = time.perf_counter()
 
     voters = [i for i in range(n) if i != proposer]
-    verdicts = fan_out(lambda i: learners[i].mli_test_weights(proposal), voters)
+    called = [i for i in voters if i not in absent]
+    verdicts = fan_out(lambda i: learners[i].mli_test_weights(proposal), called)
     present = []
     for i, verdict in verdicts.items():
         if isinstance(verdict, BaseException):
@@ -80,9 +118,8 @@ def collective_learning_round(
     result.timings.update(propose=proposed - started, vote=voted - proposed)
 
     if len(present) < quorum:
-        return _void(
-            result, f"only {len(present)} of {len(voters)} voters answered; quorum is {quorum}", started
-        )
+        reason = f"only {len(present)} of {len(voters)} voters answered; quorum is {quorum}"
+        return RoundOutcome(_void(result, reason, started), None)
     result.vote = result.approvals >= required_approvals(n, vote_threshold)
     if result.vote:
         accepted = fan_out(lambda i: learners[i].mli_accept_weights(proposal), [proposer, *present])
@@ -91,7 +128,7 @@ def collective_learning_round(
                 _log.warning("round %d: learner %d failed to accept: %s", round_index, i, outcome)
                 result.errors[i] = f"accept failed: {outcome}"
     result.timings.update(accept=time.perf_counter() - voted, total=time.perf_counter() - started)
-    return result
+    return RoundOutcome(result, proposal if result.vote else None)
 
 
 def required_approvals(n_learners: int, vote_threshold: float) -> Fraction:

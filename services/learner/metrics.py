@@ -66,7 +66,34 @@ class LearnerMetrics:
             "colearn_model_parameters", "Number of scalar parameters in the model", registry=r
         )
         self.model_ready = Gauge("colearn_model_ready", "1 once MLSetup has succeeded", registry=r)
+        self.checkpoint_writes = Counter(
+            "colearn_checkpoint_writes",
+            "Checkpoints written, by outcome (ok, error)",
+            ["outcome"],
+            registry=r,
+        )
+        self.checkpoint_loads = Counter(
+            "colearn_checkpoint_loads",
+            "Checkpoints read at set-up, by outcome (resumed, corrupt: refused, the model starts fresh)",
+            ["outcome"],
+            registry=r,
+        )
         self.info = Info("colearn_learner", "What this learner runs", registry=r)
+
+    def declare_methods(self, service: Any) -> None:
+        """Creates every method's started and ``OK`` series at zero, before the first call.
+
+        A counter that appears only at its first increment hides that increment from ``rate()`` and
+        ``increase()``: a fleet's first rounds would not show on the dashboard or in the alert rules.
+        ``service`` is a protobuf ``ServiceDescriptor``.
+        """
+        for method in service.methods:
+            streaming = (method.client_streaming, method.server_streaming)
+            kind = {(True, True): "bidi_stream", (True, False): "client_stream"}.get(streaming)
+            kind = kind or ("server_stream" if method.server_streaming else "unary")
+            labels = (service.full_name, method.name, kind)
+            self.rpc_started.labels(*labels)
+            self.rpc_handled.labels(*labels, "OK")
 
     def set_info(self, **labels: Any) -> None:
         self.info.info({k: str(v) for k, v in labels.items()})

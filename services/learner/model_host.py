@@ -8,6 +8,7 @@ GetStatus, metrics) read ``status``, an immutable snapshot that is swapped whole
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
 import threading
 import time
@@ -21,6 +22,7 @@ from colearn_contract import __version__
 from colearn_contract.mli import MachineLearningInterface, ProposedWeights, Weights
 from colearn_contract.weight_stream import EncodedWeights
 from colearn_contract.weights_codec import WeightsCodecError
+from colearn_learner.checkpoints import Checkpoint, CheckpointError, CheckpointStore, setup_digest
 from colearn_learner.data_access import confine_location
 from colearn_learner.errors import BadWeightsError, ModelReplacedError, NotSetUpError, ProposalNotFoundError
 from colearn_learner.factory import MliFactory
@@ -64,9 +66,12 @@ class ModelHost:
         *,
         data_root: Path | None = None,
         proposal_cache_size: int = 4,
+        checkpoint_dir: Path | None = None,
         on_ready: Callable[[bool], None] = lambda ready: None,
     ) -> None:
         self._factory = factory
+        # Raises OSError now, at start-up, when the folder cannot be written.
+        self._checkpoints = CheckpointStore(checkpoint_dir) if checkpoint_dir is not None else None
         self._metrics = metrics
         self._data_root = data_root
         self._on_ready = on_ready
@@ -99,24 +104,108 @@ class ModelHost:
         with self._lock:
             if self._mli is not None and key == self._setup_key:
                 return SetupResult(unchanged=True, weights_sha256=self.status.weights_sha256)
-            mli = self._factory.get_mli(model_name, model_params, dataloader_name, dataset_params)
+            build = functools.partial(
+                self._factory.get_mli, model_name, model_params, dataloader_name, dataset_params
+            )
+            mli = build()
             data, signature = encode_weights(mli.mli_get_current_weights())
             encoded = EncodedWeights.wrap(data)
+            mli, resumed = self._resume(key, model_name, dataloader_name, mli, signature, build)
             self._mli, self._setup_key, self._signature = mli, key, signature
             self._proposals.clear()
             self._accepted_ids.clear()
+            if resumed is not None and resumed.proposal_id:
+                self._remember_accepted(resumed.proposal_id)
             self.status = LearnerStatus(
                 ready=True,
                 model_name=model_name,
                 dataloader_name=dataloader_name,
-                weights_sha256=encoded.sha256,
+                weights_sha256=resumed.weights_sha256 if resumed else encoded.sha256,
+                accepted_rounds=resumed.accepted_rounds if resumed else 0,
             )
         self._metrics.model_parameters.set(signature.parameter_count)
         self._metrics.model_ready.set(1)
         self._metrics.set_info(version=__version__, model=model_name, dataloader=dataloader_name)
         self._on_ready(True)
         _log.info("set up %s on %s (%d parameters)", model_name, dataloader_name, signature.parameter_count)
-        return SetupResult(unchanged=False, weights_sha256=encoded.sha256)
+        return SetupResult(unchanged=False, weights_sha256=self.status.weights_sha256)
+
+    def _resume(
+        self,
+        key: str,
+        model_name: str,
+        dataloader_name: str,
+        mli: MachineLearningInterface,
+        signature: WeightsSignature,
+        build: Callable[[], MachineLearningInterface],
+    ) -> tuple[MachineLearningInterface, Checkpoint | None]:
+        """Gives a new model the weights of this set-up's checkpoint. A checkpoint that is not sound is
+        reported, counted and set aside, and the learner goes on with the fresh model."""
+        if self._checkpoints is None:
+            return mli, None
+        digest = setup_digest(key)
+        try:
+            checkpoint = self._checkpoints.load(digest)
+            if checkpoint is None:
+                return mli, None
+            if (checkpoint.model_name, checkpoint.dataloader_name) != (model_name, dataloader_name):
+                raise CheckpointError(
+                    f"it was written for {checkpoint.model_name} on {checkpoint.dataloader_name}"
+                )
+            weights = decode_weights(checkpoint.payload, expected=signature)
+        except (CheckpointError, WeightsCodecError) as exc:
+            self._discard_checkpoint(digest, model_name, exc)
+            return mli, None
+        try:
+            mli.mli_accept_weights(weights)
+        except Exception as exc:
+            # The model may hold half of the weights now: build it again rather than trust it.
+            self._discard_checkpoint(digest, model_name, exc)
+            return build(), None
+        self._metrics.checkpoint_loads.labels("resumed").inc()
+        _log.info(
+            "resumed %s from its checkpoint: round %d, weights %s",
+            model_name,
+            checkpoint.accepted_rounds,
+            checkpoint.weights_sha256[:12],
+        )
+        return mli, checkpoint
+
+    def _discard_checkpoint(self, digest: str, model_name: str, exc: BaseException) -> None:
+        assert self._checkpoints is not None
+        self._metrics.checkpoint_loads.labels("corrupt").inc()
+        aside = self._checkpoints.set_aside(digest)
+        _log.error(
+            "checkpoint of %s is not usable (%s); starting from a fresh model%s",
+            model_name,
+            exc,
+            f"; the file was moved to {aside}" if aside else "",
+        )
+
+    def _write_checkpoint(self, payload: Callable[[], bytes | memoryview], proposal_id: str) -> None:
+        """Saves the weights just adopted, before the call that adopted them returns: an accept that a
+        client saw succeed survives a kill -9. A failed write is logged and counted, and the learner
+        goes on with the weights in memory (the backend resyncs it if it dies before the next write)."""
+        if self._checkpoints is None:
+            return
+        status = self.status
+        try:
+            self._checkpoints.save(
+                Checkpoint(
+                    model_name=status.model_name,
+                    dataloader_name=status.dataloader_name,
+                    setup_digest=setup_digest(self._setup_key),
+                    weights_sha256=status.weights_sha256,
+                    accepted_rounds=status.accepted_rounds,
+                    payload=payload(),
+                    proposal_id=proposal_id,
+                )
+            )
+        except (OSError, WeightsCodecError) as exc:
+            self._metrics.checkpoint_writes.labels("error").inc()
+            _log.error("could not write the checkpoint of round %d: %s", status.accepted_rounds, exc)
+            return
+        self._metrics.checkpoint_writes.labels("ok").inc()
 
     def propose(self) -> EncodedWeights:
         with self._lock:
@@ -181,6 +270,7 @@ class ModelHost:
             mli.mli_accept_weights(proposal.weights)
             self._remember_accepted(proposal_id)
             self._adopted(proposal.sha256, proposal.vote_score, proposal.test_score, count_round=True)
+            self._write_checkpoint(lambda: encode_weights(proposal.weights)[0], proposal_id)
             return self.status
 
     def set_weights(self, encoded: EncodedWeights) -> LearnerStatus:
@@ -195,6 +285,7 @@ class ModelHost:
             if encoded.proposal_id:
                 self._remember_accepted(encoded.proposal_id)
             self._adopted(encoded.sha256, None, None, count_round=bool(encoded.proposal_id))
+            self._write_checkpoint(lambda: encoded.data, encoded.proposal_id)
             return self.status
 
     def _remember_accepted(self, proposal_id: str) -> None:

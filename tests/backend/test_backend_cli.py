@@ -228,7 +228,8 @@ def test_serve_n_starts_learners_that_all_stop_on_sigterm(tmp_path: Path) -> Non
     with log.open("wb") as out:
         parent = subprocess.Popen(
             [str(BIN / "colearn-learner"), "serve-n", "--n_learners", "2", "--port", str(first),
-             "--metrics_port", "0", "--host", "127.0.0.1", "--grace-seconds", "1"],
+             "--metrics_port", "0", "--host", "127.0.0.1", "--grace-seconds", "1",
+             "--checkpoint_dir", str(tmp_path / "checkpoints")],
             stdout=out, stderr=subprocess.STDOUT,
         )  # fmt: skip
     children: list[int] = []
@@ -243,6 +244,8 @@ def test_serve_n_starts_learners_that_all_stop_on_sigterm(tmp_path: Path) -> Non
         children = [int(pid) for pid in re.findall(r"learner \d+: pid (\d+)", log.read_text())]
         assert len(children) == 2
         assert sorted(learner_pids_on(ports)) == sorted(children)
+        # Each learner gets a checkpoint folder of its own: a shared one could resume another's weights.
+        assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == ["learner_0", "learner_1"]
 
         parent.send_signal(signal.SIGTERM)
         assert parent.wait(60) == 0

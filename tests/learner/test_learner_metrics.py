@@ -160,7 +160,7 @@ def test_two_learners_in_one_process_keep_separate_series(learner: Learner, traf
     with Learner(metrics=True) as other:
         other.stub.QueryVersion(pb.QueryVersionRequest(), timeout=10)
         samples = scrape(other)
-        assert absent(samples, "grpc_server_handled_total", grpc_method="MLSetup")
+        assert value(samples, "grpc_server_handled_total", grpc_method="MLSetup", grpc_code="OK") == 0
         assert value(samples, "grpc_server_handled_total", grpc_method="QueryVersion", grpc_code="OK") == 1
         assert value(samples, "colearn_model_ready") == 0
     assert value(scrape(learner), "grpc_server_handled_total", grpc_method="MLSetup", grpc_code="OK") == 2
@@ -189,9 +189,32 @@ def test_a_cancelled_stream_is_counted_as_cancelled_not_unknown() -> None:
             handled = [
                 s
                 for s in scrape(learner).get("grpc_server_handled_total", [])
-                if all(s.labels.get(k) == v for k, v in labels.items())
+                if all(s.labels.get(k) == v for k, v in labels.items()) and s.value
             ]
             if handled:
                 break
             time.sleep(0.05)
         assert [(s.labels["grpc_code"], s.value) for s in handled] == [("CANCELLED", 1.0)]
+
+
+def test_every_method_has_its_series_at_zero_before_its_first_call() -> None:
+    """rate() and increase() see a counter's first increment only if the series existed before it."""
+    with Learner(metrics=True) as fresh:
+        before = scrape(fresh)
+        methods = pb.DESCRIPTOR.services_by_name["Learner"].methods
+        for method in methods:
+            assert (
+                value(before, "grpc_server_started_total", grpc_service=LEARNER, grpc_method=method.name) == 0
+            )
+            assert value(before, "grpc_server_handled_total", grpc_method=method.name, grpc_code="OK") == 0
+        fresh.stub.QueryVersion(pb.QueryVersionRequest(), timeout=10)
+        code, _ = rpc_code(
+            lambda: list(fresh.stub.GetCurrentWeights(pb.GetCurrentWeightsRequest(), timeout=10))
+        )
+        assert code == grpc.StatusCode.FAILED_PRECONDITION  # no model yet
+        after = scrape(fresh)
+        # The interceptor counts into the declared series (same labels, grpc_type included), not new ones.
+        assert value(after, "grpc_server_handled_total", grpc_method="QueryVersion", grpc_code="OK") == 1
+        for name, kind in (("QueryVersion", "unary"), ("GetCurrentWeights", "server_stream")):
+            started = [s for s in after["grpc_server_started_total"] if s.labels["grpc_method"] == name]
+            assert [(s.labels["grpc_type"], s.value) for s in started] == [(kind, 1.0)]
