@@ -5,7 +5,22 @@ BIN     = $(VENV)/bin
 EXTRAS ?= all,dev
 PYTEST_ARGS ?=
 
-.PHONY: install proto lock test lint demo bench clean
+# Containers (README, "Containers"). IMAGE_EXTRAS: which frameworks the learner image holds; WHEELHOUSE:
+# a folder of wheels in the repository for an air-gapped build (`make wheelhouse` fills it).
+DOCKER        ?= docker
+COMPOSE       ?= docker compose
+IMAGE_TAG     ?= 0.1.0
+IMAGE_EXTRAS  ?= keras,torch
+BASE_IMAGE    ?= python:3.11.11-slim-bookworm
+GPU_BASE_IMAGE ?= nvidia/cuda:12.8.1-cudnn-runtime-ubuntu24.04
+LEARNER_IMAGE ?= colearn-learner:$(IMAGE_TAG)
+LEARNER_GPU_IMAGE ?= colearn-learner-gpu:$(IMAGE_TAG)
+BACKEND_IMAGE ?= colearn-backend:$(IMAGE_TAG)
+WHEELHOUSE    ?=
+LEARNERS      ?= 3
+IMAGE_BUILD_ARGS = --build-arg BASE_IMAGE=$(BASE_IMAGE) --build-arg WHEELHOUSE=$(WHEELHOUSE)
+
+.PHONY: install proto lock test lint demo bench clean image image-gpu wheelhouse compose-up compose-down test-e2e
 
 install: $(VENV)/.installed
 
@@ -37,6 +52,37 @@ demo: install
 
 bench: install
 	$(BIN)/python benchmarks/run_all.py
+
+# The learner image (IMAGE_EXTRAS) and the backend image (no ML library).
+image:
+	$(DOCKER) build -f learner_image/Dockerfile $(IMAGE_BUILD_ARGS) --build-arg EXTRAS=$(IMAGE_EXTRAS) \
+		-t $(LEARNER_IMAGE) .
+	$(DOCKER) build -f learner_image/Dockerfile.backend $(IMAGE_BUILD_ARGS) -t $(BACKEND_IMAGE) .
+
+image-gpu:
+	$(DOCKER) build -f learner_image/Dockerfile.gpu --build-arg BASE_IMAGE=$(GPU_BASE_IMAGE) \
+		--build-arg WHEELHOUSE=$(WHEELHOUSE) --build-arg EXTRAS=$(IMAGE_EXTRAS) -t $(LEARNER_GPU_IMAGE) .
+
+# Every wheel the CPU images install, for `make image WHEELHOUSE=wheelhouse` on a machine without an index.
+wheelhouse: install
+	$(BIN)/python -m pip download -d wheelhouse -c requirements.lock ".[sklearn,$(IMAGE_EXTRAS)]" \
+		"setuptools>=77" wheel
+
+# The fleet in the background (compose builds a missing image; `make image` rebuilds). Results land in
+# runs/compose, written as you.
+compose-up:
+	mkdir -p runs/compose
+	LEARNER_IMAGE=$(LEARNER_IMAGE) BACKEND_IMAGE=$(BACKEND_IMAGE) LEARNER_EXTRAS=$(IMAGE_EXTRAS) \
+		BASE_IMAGE=$(BASE_IMAGE) WHEELHOUSE=$(WHEELHOUSE) FLEET_RESULTS=./runs/compose \
+		FLEET_UID=$$(id -u) FLEET_GID=$$(id -g) $(COMPOSE) up --detach --scale learner=$(LEARNERS)
+
+compose-down:
+	$(COMPOSE) down --volumes --remove-orphans
+
+# Images and the compose fleet on a private Docker engine (needs root, docker.io, docker-compose,
+# debootstrap and prometheus: see .ci/run). Stops the engine it starts, even when a step fails.
+test-e2e: install
+	$(BIN)/python -m pytest tests/e2e $(PYTEST_ARGS)
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache .ruff_cache .hypothesis
