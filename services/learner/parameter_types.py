@@ -16,3 +16,6 @@ Seed = Annotated[int, Field(ge=0, le=2**32 - 1)]
 Ratio = Annotated[float, Field(gt=0, lt=1)]
 #: A finite float above zero, e.g. a learning rate (the registry refuses NaN and infinities everywhere).
 PositiveFloat = Annotated[float, Field(gt=0)]
+#: A learning rate. No optimizer converges above 1,000, and torch's fail outright near float32's limit, which
+#: would turn a client's typo into an INTERNAL error in ProposeWeights.
+LearningRate = Annotated[float, Field(gt=0, le=1000)]

@@ -1,4 +1,5 @@
-"""Helpers for the learner tests: real servers on 127.0.0.1, hand-built weight streams, tiny numpy models.
+"""Helpers for the learner tests: real servers on 127.0.0.1 and tiny numpy models, plus (re-exported) the
+wire helpers of tests/wire_kit.py that the security and reliability tests share.
 
 Not a test module. The learner test modules import it by name (pytest puts this folder on ``sys.path``).
 """
@@ -6,12 +7,8 @@ Not a test module. The learner test modules import it by name (pytest puts this 
 from __future__ import annotations
 
 import contextlib
-import hashlib
-import shutil
-import sys
-import textwrap
 import threading
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -20,24 +17,23 @@ import numpy as np
 from conftest import digits_setup, free_port  # noqa: F401  (re-exported for the learner tests)
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from pydantic import Field
+from wire_kit import (  # noqa: F401  (re-exported for the learner tests)
+    MIB,
+    NOT_SERVING,
+    SERVICE,
+    SERVING,
+    joined,
+    parts_for,
+    rpc_code,
+    sha256_hex,
+    venv_tool,
+    write_plugin,
+)
 
 from colearn_contract.mli import MachineLearningInterface, ProposedWeights, Weights
 from colearn_contract.v1 import learner_pb2 as pb
 from colearn_contract.v1 import learner_pb2_grpc as pb_grpc
 from colearn_learner import ExampleMliFactory, FactoryRegistry, GRPCServer, Settings
-
-MIB = 1024 * 1024
-SERVICE = "colearn.v1.Learner"
-SERVING = health_pb2.HealthCheckResponse.SERVING
-NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
-VENV_BIN = Path(sys.executable).parent
-
-
-def venv_tool(name: str) -> str:
-    """A console script of this venv (grpcurl, colearn-learner), found next to the running interpreter."""
-    found = shutil.which(name, path=str(VENV_BIN)) or shutil.which(name)
-    assert found, f"{name} is not installed in {VENV_BIN}"
-    return found
 
 
 class Learner:
@@ -85,46 +81,6 @@ class Learner:
 
     def current(self) -> list[pb.WeightsPart]:
         return list(self.stub.GetCurrentWeights(pb.GetCurrentWeightsRequest(), timeout=60))
-
-
-def rpc_code(call: Callable[[], Any]) -> tuple[grpc.StatusCode, str]:
-    """Runs a call and returns its status code and details (OK and "" when it succeeds)."""
-    try:
-        result = call()
-        if isinstance(result, Iterator):
-            list(result)
-    except grpc.RpcError as exc:
-        return exc.code(), exc.details() or ""
-    return grpc.StatusCode.OK, ""
-
-
-def joined(parts: Iterable[pb.WeightsPart]) -> bytes:
-    return b"".join(p.data for p in parts)
-
-
-def sha256_hex(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
-
-
-def parts_for(
-    data: bytes,
-    *,
-    chunk: int = 1000,
-    sha256: str | None = None,
-    proposal_id: str = "",
-    encoding: str = "safetensors",
-    total: int | None = None,
-) -> list[pb.WeightsPart]:
-    """Cuts a buffer into parts of ``chunk`` bytes, with a header in the first; every field overridable."""
-    total = len(data) if total is None else total
-    offsets = list(range(0, len(data), chunk)) or [0]
-    parts = [pb.WeightsPart(offset=o, total_bytes=total, data=data[o : o + chunk]) for o in offsets]
-    parts[0].header.CopyFrom(
-        pb.WeightsHeader(
-            proposal_id=proposal_id, encoding=encoding, sha256=sha256_hex(data) if sha256 is None else sha256
-        )
-    )
-    return parts
 
 
 # --- tiny numpy models, registered by the tests that need them -------------------------------------------
@@ -185,7 +141,7 @@ class TinyRegistry:
         @reg.register_dataloader(self.TINY_FILES)
         def tiny_files(location: str, scale: float = 1.0) -> np.ndarray:
             loaded.append(location)
-            with np.load(Path(location) / "data.npz") as npz:
+            with np.load(Path(location) / "data.npz", allow_pickle=False) as npz:
                 return npz["x"] * scale
 
         @reg.register_model_architecture(self.TINY_MODEL, [self.TINY_DATA])
@@ -225,49 +181,3 @@ def tiny_models() -> Iterator[TinyRegistry]:
     finally:
         registry.gate.set()
         registry.unregister()
-
-
-def write_plugin(folder: Path, module: str, prefix: str, propose_delay: float = 0.0) -> Path:
-    """Writes a plugin module that registers ``{prefix}_DATA`` and ``{prefix}_MODEL`` (trivial numpy MLI)."""
-    source = textwrap.dedent(
-        f'''
-        """A test plugin: a trivial numpy model whose proposals take {propose_delay} s."""
-        import time
-
-        import numpy as np
-
-        from colearn_contract.mli import MachineLearningInterface, ProposedWeights, Weights
-        from colearn_learner.registry import FactoryRegistry
-
-
-        class PluginMli(MachineLearningInterface):
-            def __init__(self, size):
-                self.w = np.zeros(size, np.float32)
-
-            def mli_propose_weights(self):
-                time.sleep({propose_delay!r})
-                return Weights(self.w + 1)
-
-            def mli_test_weights(self, weights):
-                return ProposedWeights(weights=weights, vote_score=1.0, test_score=1.0, vote=True)
-
-            def mli_accept_weights(self, weights):
-                self.w = np.array(weights.weights)
-
-            def mli_get_current_weights(self):
-                return Weights(self.w.copy())
-
-
-        @FactoryRegistry.register_dataloader("{prefix}_DATA")
-        def plugin_data(size: int = 4):
-            return size
-
-
-        @FactoryRegistry.register_model_architecture("{prefix}_MODEL", ["{prefix}_DATA"])
-        def plugin_model(size, scale: float = 1.0):
-            return PluginMli(size)
-        '''
-    )
-    path = folder / f"{module}.py"
-    path.write_text(source)
-    return path

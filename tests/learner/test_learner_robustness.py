@@ -28,14 +28,15 @@ UNDECODABLE = b"\x0a\x02\xff\xfe"  # field 1 with two bytes that are neither UTF
 
 
 def rpc_samples(metrics_url: str, name: str, method: str) -> dict[str, float]:
-    """``{grpc_code (or "") : value}`` of one RPC series for one method."""
+    """``{grpc_code (or "") : value}`` of one RPC series for one method, without the series still at zero
+    (the learner creates every method's series at zero, so that ``rate()`` sees the first calls)."""
     import urllib.request
 
     text = urllib.request.urlopen(metrics_url, timeout=10).read().decode()
     found: dict[str, float] = {}
     for family in text_string_to_metric_families(text):
         for sample in family.samples:
-            if sample.name == name and sample.labels["grpc_method"] == method:
+            if sample.name == name and sample.labels["grpc_method"] == method and sample.value:
                 found[sample.labels.get("grpc_code", "")] = sample.value
     return found
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from torch_fraud_kit import grpc_fleet, split_fixtures
+from zoo_kit import grpc_fleet, split_fixtures
 
 from colearn_contract.weights_codec import decode_tensors
 from colearn_learner import ExampleMliFactory
@@ -29,8 +29,8 @@ def decisions(mli: object, probe: np.ndarray) -> np.ndarray:
 
 
 def test_setup_propose_test_accept_over_grpc(shards: Path) -> None:
-    with grpc_fleet(shards) as fleet:
-        initial = fleet.setup("FRAUD", {"steps_per_epoch": 5})
+    with grpc_fleet(data_root=shards) as fleet:
+        initial = fleet.setup("FRAUD", "FRAUD", {"steps_per_epoch": 5})
         assert len(set(initial)) == 1
         n_features = fleet.factories[0].current._data.features.shape[1]
         probe = np.random.default_rng(0).normal(size=(7, n_features))

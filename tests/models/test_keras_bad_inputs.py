@@ -10,7 +10,7 @@ from pathlib import Path
 import grpc
 import numpy as np
 import pytest
-from keras_family_kit import grpc_fleet
+from zoo_kit import grpc_fleet
 
 from backend_client import LearnerError
 from colearn_learner.errors import InvalidParametersError

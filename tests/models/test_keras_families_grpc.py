@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from keras_family_kit import grpc_fleet, split_fixtures
+from zoo_kit import grpc_fleet, split_fixtures
 
 from backend_client import LearnerClient
 from colearn_learner.weight_adapters import decode_weights
@@ -67,9 +67,9 @@ def current_bytes(client: LearnerClient) -> bytes:
 )
 def test_setup_propose_test_accept_over_grpc(name: str, tmp_path: Path) -> None:
     case = CASES[name]
-    data_root = (
-        None if case.dataloader == "DIGITS" else split_fixtures(case.dataloader, tmp_path, case.n_learners)
-    )
+    data_root = None
+    if case.dataloader != "DIGITS":
+        data_root = split_fixtures(case.dataloader, tmp_path, case.n_learners, seed=0)
     probe = np.random.default_rng(7).random(case.probe_shape, dtype=np.float32)
     with grpc_fleet(case.n_learners, data_root) as fleet:
         proposer, voter = fleet.clients[0], fleet.clients[1]

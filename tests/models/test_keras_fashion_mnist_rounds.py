@@ -11,7 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from keras_family_kit import colearn_data, grpc_fleet
+from zoo_kit import colearn_data, grpc_fleet
 
 from backend_client import collective_learning_round, initial_result
 
@@ -33,7 +33,7 @@ def test_three_rounds_on_fashion_mnist_learn_well_above_chance(tmp_path: Path) -
         "split", "KERAS_MNIST", "--source", str(FASHION_MNIST), "--n_learners", "3", "--out", str(out)
     )
     with grpc_fleet(N_LEARNERS, data_root=out) as fleet:
-        digests = fleet.setup("KERAS_MNIST", "KERAS_MNIST", MODEL_PARAMS, {})
+        digests = fleet.setup("KERAS_MNIST", "KERAS_MNIST", MODEL_PARAMS)
         assert len(set(digests)) == 1
         before = initial_result(fleet.clients)
         rounds = [collective_learning_round(fleet.clients, 0.5, r) for r in range(3)]

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from keras_family_kit import colearn_data
+from zoo_kit import colearn_data
 
 from colearn_learner.datatools import DataToolError
 from colearn_learner.datatools import cifar10_binary as cifar

@@ -16,11 +16,8 @@ The first proposal is always accepted: one epoch lifts a random model from ~10% 
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
-
 import pytest
-from torch_fraud_kit import grpc_fleet
+from zoo_kit import grpc_fleet
 
 from backend_client import Results, collective_learning_round, initial_result
 
@@ -30,12 +27,9 @@ FINAL_BOUND = 0.70
 
 @pytest.mark.slow  # 1-3 s on a quiet machine, but up to 9 s on a busy one (it may import torch first)
 @pytest.mark.parametrize("model", ["PYTORCH_DIGITS", "SKLEARN_DIGITS"])
-def test_three_rounds_lift_the_mean_test_accuracy_well_above_chance(model: str, tmp_path: Path) -> None:
-    with grpc_fleet(tmp_path) as fleet:
-        shards = [
-            client.setup_ml("DIGITS", json.dumps({"shard": i, "n_shards": 3}), model, "{}")
-            for i, client in enumerate(fleet.clients)
-        ]
+def test_three_rounds_lift_the_mean_test_accuracy_well_above_chance(model: str) -> None:
+    with grpc_fleet() as fleet:
+        shards = fleet.setup(model, "DIGITS", {})
         assert len(set(shards)) == 1, "the learners start from the same weights"
         results = Results()
         results.data.append(initial_result(fleet.clients))

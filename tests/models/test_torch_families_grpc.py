@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
-from torch_fraud_kit import grpc_fleet, split_fixtures
+from zoo_kit import grpc_fleet, split_fixtures
 
 from colearn_learner.weight_adapters import decode_weights, encode_weights
 
@@ -37,8 +37,8 @@ def test_setup_propose_test_accept_over_grpc(tag: str, tmp_path: Path) -> None:
     model_params, data_params, criterion, probe_shape = FAMILIES[tag]
     data_root = split_fixtures(tag, tmp_path)
     probe = torch.rand(probe_shape, generator=torch.Generator().manual_seed(7))
-    with grpc_fleet(data_root) as fleet:
-        initial = fleet.setup(tag, model_params, **data_params)
+    with grpc_fleet(data_root=data_root) as fleet:
+        initial = fleet.setup(tag, tag, model_params, data_params)
         assert len(set(initial)) == 1, "every learner starts from the same seeded weights"
         before = [predictions(f.current, probe) for f in fleet.factories]
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import grpc
 import numpy as np
 import pytest
-from torch_fraud_kit import grpc_fleet
+from zoo_kit import grpc_fleet
 
 from backend_client import LearnerClient, LearnerError
 
@@ -37,6 +37,19 @@ def jpeg_folders(normal: int, pneumonia: int, broken: str = "") -> Build:
             (folder / broken).write_bytes(b"\xff\xd8\xff\xe0 not really a JPEG")
 
     return build
+
+
+def bare_npy(folder: Path) -> None:
+    with (folder / "data.npz").open("wb") as handle:
+        np.save(handle, np.zeros((20, 5), np.float32))
+
+
+def damaged_npz(folder: Path) -> None:
+    """A compressed archive whose deflated bytes are overwritten: zlib, not numpy, finds the damage."""
+    np.savez_compressed(folder / "data.npz", features=np.arange(4000, dtype=np.float32).reshape(800, 5))
+    data = bytearray((folder / "data.npz").read_bytes())
+    data[100:160] = bytes(60)
+    (folder / "data.npz").write_bytes(bytes(data))
 
 
 def only(path: str) -> Build:
@@ -105,7 +118,13 @@ CASES: dict[str, tuple[str, Build | None, str]] = {
         npz(features=np.zeros((20, 5), F32), labels=np.zeros(19, int)),
         "differ in length",
     ),
-    "fraud/label 2": ("FRAUD", npz(features=np.zeros((20, 5), F32), labels=np.full(20, 2)), "must be 0 or 1"),
+    "fraud/label 2": (
+        "FRAUD",
+        npz(features=np.zeros((20, 5), F32), labels=np.full(20, 2)),
+        "must lie in 0..1 (legitimate, fraud)",
+    ),
+    "fraud/a bare .npy array": ("FRAUD", bare_npy, "holds one bare array (.npy)"),
+    "fraud/a damaged compressed archive": ("FRAUD", damaged_npz, "is not a readable .npz file"),
     "fraud/empty shard": (
         "FRAUD",
         npz(features=np.zeros((0, 5), F32), labels=np.zeros(0, int)),
@@ -122,7 +141,7 @@ CASES: dict[str, tuple[str, Build | None, str]] = {
 @pytest.fixture(scope="module")
 def learner(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[LearnerClient, Path]]:
     root = tmp_path_factory.mktemp("data-root")
-    with grpc_fleet(root, n_learners=1) as fleet:
+    with grpc_fleet(1, data_root=root) as fleet:
         yield fleet.clients[0], root
 
 
@@ -161,8 +180,24 @@ def test_bad_parameters_are_refused_before_any_file_is_read(
     assert error.code == grpc.StatusCode.INVALID_ARGUMENT and "location" in error.details
     error = refusal(client, family, {"location": "x"}, {"steps_per_epoch": 0})
     assert error.code == grpc.StatusCode.INVALID_ARGUMENT and "steps_per_epoch" in error.details
+    error = refusal(client, family, {"location": "x"}, {"learning_rate": 1e300})
+    assert error.code == grpc.StatusCode.INVALID_ARGUMENT and "learning_rate" in error.details
     error = refusal(client, family, {"location": "../outside"}, {})
     assert error.code == grpc.StatusCode.PERMISSION_DENIED
+
+
+@pytest.mark.parametrize("model", ["PYTORCH_DIGITS", "SKLEARN_DIGITS"])
+def test_the_largest_learning_rate_a_client_may_set_trains_without_an_internal_error(model: str) -> None:
+    # Above float32's range torch's Adam used to fail inside ProposeWeights, which answered INTERNAL.
+    with grpc_fleet(1) as fleet:
+        client = fleet.clients[0]
+        with pytest.raises(LearnerError) as caught:
+            client.setup_ml("DIGITS", "{}", model, json.dumps({"learning_rate": 1e300}))
+        assert caught.value.code == grpc.StatusCode.INVALID_ARGUMENT
+        assert "learning_rate" in caught.value.details
+        client.setup_ml("DIGITS", "{}", model, json.dumps({"learning_rate": 1000.0}))
+        proposal = client.mli_propose_weights()  # it diverges, as it should, but it answers
+        assert client.mli_test_weights(proposal).vote_score is not None
 
 
 def test_supported_system_shows_the_families_and_their_defaults(learner: tuple[LearnerClient, Path]) -> None:

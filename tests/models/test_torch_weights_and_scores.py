@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
-from torch_fraud_kit import split_fixtures
+from zoo_kit import split_fixtures
 
 from colearn_contract.weights_codec import decode_tensors
 from colearn_learner import ExampleMliFactory

@@ -24,6 +24,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
+from wire_kit import MIB, SERVICE, SERVING, rpc_code
 
 from colearn_contract.v1 import learner_pb2 as pb
 from colearn_contract.v1 import learner_pb2_grpc as pb_grpc
@@ -31,7 +32,6 @@ from colearn_contract.weight_stream import EncodedWeights, iter_parts
 from colearn_contract.weights_codec import sha256_hex
 from colearn_learner import ExampleMliFactory, GRPCServer, Settings
 
-SERVICE = "colearn.v1.Learner"
 METHODS = list(pb.DESCRIPTOR.services_by_name["Learner"].methods)
 BAD = {grpc.StatusCode.INTERNAL, grpc.StatusCode.UNKNOWN}
 # What a client's input may get (README, "Errors"); anything else is a finding.
@@ -51,8 +51,6 @@ FUZZ = settings(
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
 )
 texts = st.text(alphabet=st.characters(exclude_categories=("Cs",)), max_size=40)
-MIB = 1024 * 1024
-SERVING = health_pb2.HealthCheckResponse.SERVING
 
 
 class Target:
@@ -103,25 +101,15 @@ def fresh() -> Iterator[Target]:
     target.close()
 
 
-def code_of(call) -> tuple[grpc.StatusCode, str]:
-    try:
-        result = call()
-        if isinstance(result, Iterator):
-            list(result)
-    except grpc.RpcError as exc:
-        return exc.code(), exc.details() or ""
-    return grpc.StatusCode.OK, ""
-
-
 def raw_call(channel: grpc.Channel, method, messages: list[bytes]) -> tuple[grpc.StatusCode, str]:
     path = f"/{SERVICE}/{method.name}"
     if method.client_streaming and method.server_streaming:
-        return code_of(lambda: channel.stream_stream(path)(iter(messages), timeout=60))
+        return rpc_code(lambda: channel.stream_stream(path)(iter(messages), timeout=60))
     if method.client_streaming:
-        return code_of(lambda: channel.stream_unary(path)(iter(messages), timeout=60))
+        return rpc_code(lambda: channel.stream_unary(path)(iter(messages), timeout=60))
     if method.server_streaming:
-        return code_of(lambda: channel.unary_stream(path)(messages[0], timeout=60))
-    return code_of(lambda: channel.unary_unary(path)(messages[0], timeout=60))
+        return rpc_code(lambda: channel.unary_stream(path)(messages[0], timeout=60))
+    return rpc_code(lambda: channel.unary_unary(path)(messages[0], timeout=60))
 
 
 @FUZZ
@@ -179,7 +167,7 @@ def test_fuzz_weight_streams_before_any_setup_are_failed_precondition(
     fresh: Target, data: st.DataObject, method: str
 ) -> None:
     parts = data.draw(framed_streams(b"\x00" * 64))
-    code, details = code_of(lambda: getattr(fresh.stub, method)(iter(parts), timeout=60))
+    code, details = rpc_code(lambda: getattr(fresh.stub, method)(iter(parts), timeout=60))
     assert code == grpc.StatusCode.FAILED_PRECONDITION, (code, details)
     assert "MLSetup" in details
     assert fresh.stub.GetStatus(pb.GetStatusRequest(), timeout=10).ready is False
@@ -198,10 +186,10 @@ def test_fuzz_test_then_accept_adopts_only_a_tested_proposal(
     parts = data.draw(framed_streams(ready.good))
     if parts and parts[0].HasField("header"):
         parts[0].header.proposal_id = proposal_id
-    tested, details = code_of(lambda: ready.stub.TestWeights(iter(parts), timeout=60))
+    tested, details = rpc_code(lambda: ready.stub.TestWeights(iter(parts), timeout=60))
     assert tested in (grpc.StatusCode.OK, grpc.StatusCode.INVALID_ARGUMENT), (tested, details)
     accept_id = proposal_id if accept_same else other_id
-    accepted, details = code_of(
+    accepted, details = rpc_code(
         lambda: ready.stub.AcceptProposal(pb.AcceptProposalRequest(proposal_id=accept_id), timeout=60)
     )
     event(f"TestWeights {tested.name}, then AcceptProposal {accepted.name}")
@@ -222,7 +210,7 @@ def test_fuzz_test_then_accept_adopts_only_a_tested_proposal(
 @FUZZ
 @given(service=texts | st.sampled_from(["", SERVICE, "grpc.health.v1.Health", " "]))
 def test_fuzz_health_with_random_service_names(ready: Target, service: str) -> None:
-    code, details = code_of(
+    code, details = rpc_code(
         lambda: ready.health.Check(health_pb2.HealthCheckRequest(service=service), timeout=10)
     )
     if service in ("", SERVICE):
@@ -265,7 +253,7 @@ def test_fuzz_reflection_answers_every_request_and_refuses_bytes_that_do_not_par
     assert len(responses) == len(requests)
     if garbage is not None:
         path = "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo"
-        code, details = code_of(lambda: ready.channel.stream_stream(path)(iter([garbage]), timeout=30))
+        code, details = rpc_code(lambda: ready.channel.stream_stream(path)(iter([garbage]), timeout=30))
         assert code not in BAD, details
         assert code in (grpc.StatusCode.OK, grpc.StatusCode.INVALID_ARGUMENT), (code, details)
 
@@ -273,7 +261,7 @@ def test_fuzz_reflection_answers_every_request_and_refuses_bytes_that_do_not_par
 def test_learners_are_healthy_and_unchanged_after_the_fuzzing(ready: Target, fresh: Target) -> None:
     for target in (ready, fresh):
         status = target.health.Check(health_pb2.HealthCheckRequest(service=""), timeout=10).status
-        assert status == health_pb2.HealthCheckResponse.SERVING
+        assert status == SERVING
     assert ready.sha() == ready.original
     assert ready.stub.MLSetup(ready.setup, timeout=60).unchanged is True
     proposal = list(ready.stub.ProposeWeights(pb.ProposeWeightsRequest(), timeout=60))

@@ -1,4 +1,5 @@
-"""Helpers for the security tests: learners with TLS, tokens and limits, on 127.0.0.1, and a tiny model.
+"""Helpers for the security tests: learners with TLS, tokens and limits, on 127.0.0.1, and a tiny model;
+plus (re-exported) the wire helpers of tests/wire_kit.py that the learner and reliability tests share.
 
 Not a test module; the security test modules import it by name (pytest puts this folder on ``sys.path``).
 """
@@ -6,19 +7,24 @@ Not a test module; the security test modules import it by name (pytest puts this
 from __future__ import annotations
 
 import contextlib
-import hashlib
-import shutil
-import sys
-import textwrap
 import threading
 import time
 from collections.abc import Callable, Iterator
-from pathlib import Path
 from typing import Any
 
 import grpc
 import numpy as np
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+from wire_kit import (  # noqa: F401  (re-exported for the security tests)
+    MIB,
+    NOT_SERVING,
+    SERVICE,
+    SERVING,
+    parts_for,
+    rpc_code,
+    venv_tool,
+    write_plugin,
+)
 
 from colearn_contract.mli import MachineLearningInterface, ProposedWeights, Weights
 from colearn_contract.transport_security import ClientSecurity
@@ -26,23 +32,12 @@ from colearn_contract.v1 import learner_pb2 as pb
 from colearn_contract.v1 import learner_pb2_grpc as pb_grpc
 from colearn_learner import ExampleMliFactory, FactoryRegistry, GRPCServer, Settings
 
-MIB = 1024 * 1024
-SERVICE = "colearn.v1.Learner"
-SERVING = health_pb2.HealthCheckResponse.SERVING
-NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
-VENV_BIN = Path(sys.executable).parent
 SEC_DATA = "SEC_DATA"
 SEC_MODEL = "SEC_MODEL"
 
 
-def venv_tool(name: str) -> str:
-    found = shutil.which(name, path=str(VENV_BIN)) or shutil.which(name)
-    assert found, f"{name} is not installed in {VENV_BIN}"
-    return found
-
-
 class SecuredLearner:
-    """One in-process learner; ``client(...)`` opens channels to it with any client security."""
+    """One in-process learner; ``channel(...)`` and ``stub(...)`` connect to it with any client security."""
 
     def __init__(self, **settings: Any) -> None:
         base: dict[str, Any] = {"host": "127.0.0.1", "port": 0, "metrics_port": 0, "grace_seconds": 1.0}
@@ -82,30 +77,6 @@ def health_status(address: str, service: str = "", security: ClientSecurity | No
     with (security or ClientSecurity()).channel(address, []) as channel:
         request = health_pb2.HealthCheckRequest(service=service)
         return health_pb2_grpc.HealthStub(channel).Check(request, timeout=10).status
-
-
-def rpc_code(call: Callable[[], Any]) -> tuple[grpc.StatusCode, str]:
-    """Runs a call and returns its status code and details (OK and "" when it succeeds)."""
-    try:
-        result = call()
-        if isinstance(result, Iterator):
-            list(result)
-    except grpc.RpcError as exc:
-        return exc.code(), exc.details() or ""
-    return grpc.StatusCode.OK, ""
-
-
-def sha256_hex(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
-
-
-def parts_for(data: bytes, *, chunk: int = MIB, total: int | None = None) -> list[pb.WeightsPart]:
-    """A well-framed stream for ``data`` (with its true sha256); ``total`` overrides the declared size."""
-    total = len(data) if total is None else total
-    offsets = list(range(0, len(data), chunk)) or [0]
-    parts = [pb.WeightsPart(offset=o, total_bytes=total, data=data[o : o + chunk]) for o in offsets]
-    parts[0].header.CopyFrom(pb.WeightsHeader(encoding="safetensors", sha256=sha256_hex(data)))
-    return parts
 
 
 def current_weights(stub: pb_grpc.LearnerStub) -> bytes:
@@ -171,49 +142,3 @@ def sized_setup(size: int = 16) -> pb.MLSetupRequest:
     return pb.MLSetupRequest(
         dataloader_name=SEC_DATA, dataloader_parameters=f'{{"size": {size}}}', model_name=SEC_MODEL
     )
-
-
-def write_files_plugin(folder: Path, module: str) -> Path:
-    """A plugin for learner processes: ``FILES_DATA(location)`` reads ``data.npz`` under its folder."""
-    source = textwrap.dedent(
-        '''
-        """A test plugin whose dataloader reads a folder, for data confinement in a real process."""
-        from pathlib import Path
-
-        import numpy as np
-
-        from colearn_contract.mli import MachineLearningInterface, ProposedWeights, Weights
-        from colearn_learner.registry import FactoryRegistry
-
-
-        class FilesMli(MachineLearningInterface):
-            def __init__(self, x):
-                self.w = np.asarray(x, np.float32)
-
-            def mli_propose_weights(self):
-                return Weights(self.w + 1)
-
-            def mli_test_weights(self, weights):
-                return ProposedWeights(weights=weights, vote_score=1.0, test_score=1.0, vote=True)
-
-            def mli_accept_weights(self, weights):
-                self.w = np.array(weights.weights)
-
-            def mli_get_current_weights(self):
-                return Weights(self.w.copy())
-
-
-        @FactoryRegistry.register_dataloader("FILES_DATA")
-        def files_data(location: str):
-            with np.load(Path(location) / "data.npz", allow_pickle=False) as npz:
-                return npz["x"]
-
-
-        @FactoryRegistry.register_model_architecture("FILES_MODEL", ["FILES_DATA"])
-        def files_model(x):
-            return FilesMli(x)
-        '''
-    )
-    path = folder / f"{module}.py"
-    path.write_text(source)
-    return path

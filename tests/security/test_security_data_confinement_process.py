@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 from certs import make_pki
 from conftest import free_ports
-from security_kit import SERVING, health_status, write_files_plugin
+from security_kit import SERVING, health_status, write_plugin
 
 from backend_client import LearnerClient, LearnerError
 from backend_client.local_fleet import wait_until_serving
@@ -38,7 +38,7 @@ def layout(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     np.savez(root / "learner0" / "data.npz", x=np.arange(4, dtype=np.float32))
     np.savez(secret / "data.npz", x=np.full(4, 99, dtype=np.float32))
     (root / "escape").symlink_to(secret, target_is_directory=True)
-    write_files_plugin(base, "files_plugin")
+    write_plugin(base, "files_plugin", "CONFINED")
     return {"base": base, "root": root, "secret": secret}
 
 
@@ -85,7 +85,8 @@ def client(layout: dict[str, Path]) -> Iterator[tuple[LearnerClient, str]]:
 
 
 def setup(learner: LearnerClient, location: str) -> str:
-    return learner.setup_ml("FILES_DATA", json.dumps({"location": location}), "FILES_MODEL", "{}")
+    data = json.dumps({"location": location})
+    return learner.setup_ml("CONFINED_FILES", data, "CONFINED_FILES_MODEL", "{}")
 
 
 @pytest.mark.parametrize(
@@ -112,4 +113,4 @@ def test_a_location_inside_the_data_root_is_loaded(client: tuple[LearnerClient, 
     learner, _ = client
     assert setup(learner, "learner0")
     status = learner.get_status()
-    assert status.ready and status.dataloader_name == "FILES_DATA"
+    assert status.ready and status.dataloader_name == "CONFINED_FILES"

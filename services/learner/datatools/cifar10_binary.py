@@ -112,7 +112,7 @@ def fixtures(out: Path, seed: int, per_batch: int = 60) -> Path:
     return out
 
 
-TOOL = register(
+register(
     DataTool(
         tag="KERAS_CIFAR10",
         source=f"binary batches {TRAIN[0]} ... {TRAIN[-1]} (+ optional {TEST}), or the {SUBFOLDER} folder",

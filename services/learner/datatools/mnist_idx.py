@@ -142,7 +142,7 @@ def fixtures(out: Path, seed: int, n_train: int = 600, n_test: int = 100) -> Pat
     return out
 
 
-TOOL = register(
+register(
     DataTool(
         tag="KERAS_MNIST",
         source=f"{TRAIN[0]}, {TRAIN[1]} (+ optional {TEST[0]}, {TEST[1]}), plain or .gz",

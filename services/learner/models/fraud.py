@@ -13,40 +13,23 @@ fraud learner accepted ties too.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Annotated, Any
 
 import numpy as np
 from pydantic import Field
 
-from colearn_contract.mli import ColearnModel
-from colearn_learner.errors import InvalidParametersError
-from colearn_learner.models.scored_learner import ScoredLearner
-from colearn_learner.models.shard_files import (
-    SHARD_FILE,
-    SplitIndices,
-    fixed_subset,
-    load_npz_arrays,
-    require_folder,
-    split_indices,
-)
-from colearn_learner.parameter_types import PositiveFloat, Ratio, Seed
+from colearn_learner.models.feature_shards import FeatureShard, load_feature_shard
+from colearn_learner.models.shard_files import scored_subsets
+from colearn_learner.models.sklearn_support import LinearSgdLearner
+from colearn_learner.parameter_types import LearningRate, Ratio, Seed
 from colearn_learner.registry import FactoryRegistry
 
 FAMILY = "FRAUD"
-CLASSES = np.array([0, 1])
+#: Label order: the label is ``isFraud``.
+CLASSES = ("legitimate", "fraud")
 BatchSize = Annotated[int, Field(ge=1, le=1_000_000)]
 Steps = Annotated[int, Field(ge=1, le=100_000)]
 NonNegativeFloat = Annotated[float, Field(ge=0)]
-
-
-@dataclass(frozen=True)
-class FraudData:
-    features: np.ndarray  # float32, N x F
-    labels: np.ndarray  # int64, N, 0 or 1
-    split: SplitIndices
-    batch_size: int
-    seed: int
 
 
 @FactoryRegistry.register_dataloader(FAMILY)
@@ -56,83 +39,49 @@ def prepare_fraud_data(
     vote_ratio: Ratio = 0.1,
     batch_size: BatchSize = 10_000,
     seed: Seed = 42,
-) -> FraudData:
-    folder = require_folder(location, [SHARD_FILE], FAMILY)
-    path = folder / SHARD_FILE
-    arrays = load_npz_arrays(path, {"features": ("f", (None, None)), "labels": ("iub", (None,))}, FAMILY)
-    features, labels = arrays["features"], arrays["labels"]
-    if features.shape[1] == 0:
-        raise InvalidParametersError(f"{FAMILY}: 'features' in {path} has no columns; expected N x F, F >= 1")
-    if not np.isfinite(features).all():
-        raise InvalidParametersError(f"{FAMILY}: 'features' in {path} holds NaN or infinities")
-    if not np.isin(labels, CLASSES).all():
-        raise InvalidParametersError(f"{FAMILY}: 'labels' in {path} must be 0 or 1 (isFraud)")
-    split = split_indices(len(labels), train_ratio, vote_ratio, seed, FAMILY)
-    return FraudData(
-        features=features.astype(np.float32, copy=False),
-        labels=labels.astype(np.int64),
-        split=split,
+) -> FeatureShard:
+    return load_feature_shard(
+        FAMILY,
+        location,
+        None,
+        CLASSES,
+        train_ratio=train_ratio,
+        vote_ratio=vote_ratio,
         batch_size=batch_size,
         seed=seed,
     )
 
 
-class FraudLearner(ScoredLearner):
+class FraudLearner(LinearSgdLearner):
     criterion = "accuracy"
     strict_vote = False
 
     def __init__(
         self,
-        data: FraudData,
+        data: FeatureShard,
         steps_per_epoch: int,
         vote_batches: int,
         learning_rate: float,
         alpha: float,
         seed: int,
     ) -> None:
-        from sklearn.linear_model import SGDClassifier
-
         self._data = data
         self._steps = steps_per_epoch
         self._rng = np.random.default_rng(seed)
-        size = vote_batches * data.batch_size
-        self._scored = {
-            "vote": fixed_subset(data.split.vote, size, data.seed),
-            "test": fixed_subset(data.split.test, size, data.seed + 1),
-        }
-        self._model = SGDClassifier(
-            loss="modified_huber",
-            learning_rate="constant",
-            eta0=learning_rate,
-            alpha=alpha,
-            random_state=seed,
-        )
-        # Every learner starts from the same seeded weights, so a fleet agrees before its first round.
-        n_features = data.features.shape[1]
-        self._coef = np.random.default_rng(seed).normal(0, 0.01, (1, n_features)).astype(np.float64)
-        self._intercept = np.zeros(1, dtype=np.float64)
-        super().__init__()
-
-    def _get_weights(self) -> dict[str, np.ndarray]:
-        return {"coef": self._coef.copy(), "intercept": self._intercept.copy()}
-
-    def _set_weights(self, weights: dict[str, np.ndarray]) -> None:
-        self._coef = np.array(weights["coef"], dtype=np.float64)
-        self._intercept = np.array(weights["intercept"], dtype=np.float64)
+        self._scored = scored_subsets(data.split, vote_batches * data.batch_size, data.seed)
+        sgd = {"loss": "modified_huber", "eta0": learning_rate, "alpha": alpha}
+        super().__init__(len(CLASSES), data.features.shape[1], seed, **sgd)
 
     def _batch(self, indices: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        # SGDClassifier keeps coef_ in the dtype of the data it saw first: train in float64 throughout.
         return self._data.features[indices].astype(np.float64), self._data.labels[indices]
 
     def _train(self) -> dict[str, np.ndarray]:
-        model, train = self._model, self._data.split.train
-        if not hasattr(model, "classes_"):
-            model.partial_fit(*self._batch(train[:1]), classes=CLASSES)
-        model.coef_, model.intercept_ = self._coef.copy(), self._intercept.copy()
+        train = self._data.split.train
+        model = self._classifier_at_current_weights(*self._batch(train[:1]))
         for _ in range(self._steps):
             size = min(self._data.batch_size, len(train))
             model.partial_fit(*self._batch(train[self._rng.choice(len(train), size, replace=False)]))
-        return {"coef": model.coef_.copy(), "intercept": model.intercept_.copy()}
+        return self._weights_of(model)
 
     def _evaluate(self, weights: dict[str, Any], split: str) -> float:
         indices = self._scored[split]
@@ -142,21 +91,13 @@ class FraudLearner(ScoredLearner):
         )
         return float(np.mean((margin > 0).astype(np.int64) == self._data.labels[indices]))
 
-    def mli_get_current_model(self) -> ColearnModel:
-        """A fitted ``SGDClassifier`` holding the current weights, ready for ``predict``."""
-        from sklearn.base import clone
-
-        model = clone(self._model)
-        model.coef_, model.intercept_, model.classes_ = self._coef.copy(), self._intercept.copy(), CLASSES
-        return ColearnModel(model_format="sklearn", model=model)
-
 
 @FactoryRegistry.register_model_architecture(FAMILY, [FAMILY])
 def prepare_fraud(
-    data: FraudData,
+    data: FeatureShard,
     steps_per_epoch: Steps = 10,
     vote_batches: Steps = 10,
-    learning_rate: PositiveFloat = 0.001,
+    learning_rate: LearningRate = 0.001,
     alpha: NonNegativeFloat = 0.0001,
     seed: Seed = 0,
 ) -> FraudLearner:

@@ -5,19 +5,28 @@ The split tools write ``images`` (N x H x W x C) and ``labels`` (N, integers 0-9
 both reach the model as float32 in [0, 1]. Values outside those ranges are refused rather than silently
 trained on, since an image scaled twice, or not at all, would otherwise just learn badly.
 
+The image families differ only in their tag and image shape, so they share one dataloader, with the same
+parameters and defaults: a client sets up KERAS_MNIST and KERAS_CIFAR10 data the same way.
+
 numpy only: reading a shard never imports a framework.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Annotated
 
 import numpy as np
+from pydantic import Field
 
 from colearn_learner.errors import InvalidParametersError
 from colearn_learner.models.shard_files import SHARD_FILE, load_npz_arrays, require_folder, split_indices
+from colearn_learner.parameter_types import Ratio, Seed
+from colearn_learner.registry import FactoryRegistry
 
 N_CLASSES = 10
+BatchSize = Annotated[int, Field(ge=1, le=65536)]
 
 
 @dataclass(frozen=True)
@@ -80,3 +89,26 @@ def load_image_shard(
         batch_size=batch_size,
         image_shape=image_shape,
     )
+
+
+def register_image_dataloader(family: str, image_shape: tuple[int, int, int]) -> Callable[..., ImageData]:
+    """Registers ``family``'s dataloader, which reads shards of ``image_shape`` images; returns it."""
+
+    def prepare_image_data(
+        location: str,
+        train_ratio: Ratio = 0.8,
+        vote_ratio: Ratio = 0.1,
+        batch_size: BatchSize = 64,
+        seed: Seed = 42,
+    ) -> ImageData:
+        return load_image_shard(
+            family,
+            location,
+            image_shape,
+            train_ratio=train_ratio,
+            vote_ratio=vote_ratio,
+            batch_size=batch_size,
+            seed=seed,
+        )
+
+    return FactoryRegistry.register_dataloader(family)(prepare_image_data)

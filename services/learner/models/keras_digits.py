@@ -10,8 +10,8 @@ from typing import Annotated, Any
 from pydantic import Field
 
 from colearn_learner.models.digits import DigitsData
-from colearn_learner.models.keras_support import KerasLearner, Scoring
-from colearn_learner.parameter_types import PositiveFloat, Seed
+from colearn_learner.models.keras_support import KerasLearner, Scoring, Steps
+from colearn_learner.parameter_types import LearningRate, Seed
 from colearn_learner.registry import FactoryRegistry
 
 
@@ -27,8 +27,8 @@ def dense_net(keras: Any, n_features: int, hidden: int, n_classes: int) -> Any:
 def prepare_keras_digits(
     data: DigitsData,
     hidden: Annotated[int, Field(ge=1, le=4096)] = 64,
-    learning_rate: PositiveFloat = 0.01,
-    steps_per_epoch: Annotated[int, Field(ge=1, le=1_000_000)] = 10,
+    learning_rate: LearningRate = 0.01,
+    steps_per_epoch: Steps = 10,
     batch_size: Annotated[int, Field(ge=1, le=65536)] = 32,
     seed: Seed = 0,
     run_eagerly: bool = False,

@@ -16,16 +16,14 @@ from typing import Annotated, Any
 
 from pydantic import Field
 
-from colearn_learner.models.image_shards import ImageData, load_image_shard
-from colearn_learner.models.keras_support import KerasLearner, Scoring
-from colearn_learner.parameter_types import PositiveFloat, Ratio, Seed
+from colearn_learner.models.image_shards import ImageData, register_image_dataloader
+from colearn_learner.models.keras_support import KerasLearner, Steps, VoteBatches, image_learner
+from colearn_learner.parameter_types import LearningRate, Seed
 from colearn_learner.registry import FactoryRegistry
 
 MNIST_SHAPE = (28, 28, 1)
 
-BatchSize = Annotated[int, Field(ge=1, le=65536)]
-Steps = Annotated[int, Field(ge=1, le=1_000_000)]
-VoteBatches = Annotated[int, Field(ge=1, le=1_000_000)]
+prepare_keras_mnist_data = register_image_dataloader("KERAS_MNIST", MNIST_SHAPE)
 
 
 def conv_net(keras: Any, shape: tuple[int, int, int], n_classes: int = 10) -> Any:
@@ -55,66 +53,22 @@ def resnet_net(keras: Any, n_classes: int = 10, dropout: float = 0.5) -> Any:
     return keras.Model(inputs, outputs, name="mnist_resnet50")
 
 
-def keras_image_learner(
-    build: Any,
-    data: ImageData,
-    steps_per_epoch: int,
-    vote_batches: int,
-    learning_rate: float,
-    seed: int,
-    run_eagerly: bool,
-) -> KerasLearner:
-    return KerasLearner(
-        build,
-        {"train": data.train, "vote": data.vote, "test": data.test},
-        batch_size=data.batch_size,
-        steps_per_epoch=steps_per_epoch,
-        scoring=Scoring(samples=vote_batches * data.batch_size, batch_size=data.batch_size),
-        learning_rate=learning_rate,
-        seed=seed,
-        run_eagerly=run_eagerly,
-    )
-
-
-@FactoryRegistry.register_dataloader("KERAS_MNIST")
-def prepare_keras_mnist_data(
-    location: str,
-    train_ratio: Ratio = 0.8,
-    vote_ratio: Ratio = 0.1,
-    batch_size: BatchSize = 64,
-    seed: Seed = 42,
-) -> ImageData:
-    """``<location>/data.npz``: ``images`` N x 28 x 28 x 1 (float32 in [0, 1]) and ``labels`` (0-9)."""
-    return load_image_shard(
-        "KERAS_MNIST",
-        location,
-        MNIST_SHAPE,
-        train_ratio=train_ratio,
-        vote_ratio=vote_ratio,
-        batch_size=batch_size,
-        seed=seed,
-    )
-
-
 @FactoryRegistry.register_model_architecture("KERAS_MNIST", ["KERAS_MNIST"])
-def prepare_keras_mnist(
+def prepare_conv_net(
     data: ImageData,
     steps_per_epoch: Steps = 100,
     vote_batches: VoteBatches = 10,
-    learning_rate: PositiveFloat = 0.001,
+    learning_rate: LearningRate = 0.001,
     seed: Seed = 0,
     run_eagerly: bool = False,
 ) -> KerasLearner:
-    """``run_eagerly`` skips tracing the training and scoring graphs: slower steps, no start-up cost."""
-    return keras_image_learner(
-        lambda keras: conv_net(keras, MNIST_SHAPE, data.n_classes),
-        data,
-        steps_per_epoch,
-        vote_batches,
-        learning_rate,
-        seed,
-        run_eagerly,
-    )
+    """``conv_net`` on the shard's image shape. ``run_eagerly`` skips tracing the training and scoring
+    graphs: slower steps, no start-up cost."""
+
+    def build(keras: Any) -> Any:
+        return conv_net(keras, data.image_shape, data.n_classes)
+
+    return image_learner(build, data, steps_per_epoch, vote_batches, learning_rate, seed, run_eagerly)
 
 
 @FactoryRegistry.register_model_architecture("KERAS_MNIST_RESNET", ["KERAS_MNIST"])
@@ -122,19 +76,15 @@ def prepare_keras_mnist_resnet(
     data: ImageData,
     steps_per_epoch: Steps = 10,
     vote_batches: VoteBatches = 10,
-    learning_rate: PositiveFloat = 0.001,
+    learning_rate: LearningRate = 0.001,
     seed: Seed = 0,
     run_eagerly: bool = False,
     dropout: Annotated[float, Field(ge=0, lt=1)] = 0.5,
 ) -> KerasLearner:
     """Tracing ResNet50's training graph takes ~18 s on a 2-core CPU; ``run_eagerly`` skips it (and the
     scoring graph's ~1 s) at ~2x the time per step, which pays off below ~30 steps in a learner's life."""
-    return keras_image_learner(
-        lambda keras: resnet_net(keras, data.n_classes, dropout),
-        data,
-        steps_per_epoch,
-        vote_batches,
-        learning_rate,
-        seed,
-        run_eagerly,
-    )
+
+    def build(keras: Any) -> Any:
+        return resnet_net(keras, data.n_classes, dropout)
+
+    return image_learner(build, data, steps_per_epoch, vote_batches, learning_rate, seed, run_eagerly)

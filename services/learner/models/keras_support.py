@@ -21,11 +21,13 @@ import os
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Annotated, Any, Protocol
 
 import numpy as np
+from pydantic import Field
 
 from colearn_contract.mli import ColearnModel
+from colearn_learner.models.image_shards import ImageData
 from colearn_learner.models.scored_learner import ScoredLearner
 from colearn_learner.models.shard_files import fixed_subset
 
@@ -34,6 +36,10 @@ _IMPORT_LOCK = threading.Lock()
 # initializer draws from: two learners of one process must not build at the same time.
 _BUILD_LOCK = threading.Lock()
 _keras: Any = None
+
+#: Batches trained per proposal, and batches of the vote (or test) split a score looks at.
+Steps = Annotated[int, Field(ge=1, le=1_000_000)]
+VoteBatches = Annotated[int, Field(ge=1, le=1_000_000)]
 
 
 def import_keras() -> Any:
@@ -114,7 +120,7 @@ class KerasLearner(ScoredLearner):
         optimizer.build(self._model.trainable_variables)
         self._fresh_optimizer = [np.array(v.numpy(), copy=True) for v in optimizer.variables]
         self._train_x, self._train_y = splits["train"].x, splits["train"].y
-        self._batch_size, self._steps = batch_size, steps_per_epoch
+        self._steps = steps_per_epoch
         self._batches = BatchStream(len(self._train_y), batch_size, seed)
         self._eval_batch = scoring.batch_size
         self._scored = {}
@@ -167,6 +173,29 @@ class KerasLearner(ScoredLearner):
         model = self._build_model(self._keras)
         model.set_weights(self._get_weights())
         return ColearnModel(model_format="keras", model=model)
+
+
+def image_learner(
+    build: Callable[[Any], Any],
+    data: ImageData,
+    steps_per_epoch: int,
+    vote_batches: int,
+    learning_rate: float,
+    seed: int,
+    run_eagerly: bool,
+) -> KerasLearner:
+    """A learner on an image shard: it trains on batches of the shard's batch size, and scores a fixed
+    subset of ``vote_batches`` such batches."""
+    return KerasLearner(
+        build,
+        {"train": data.train, "vote": data.vote, "test": data.test},
+        batch_size=data.batch_size,
+        steps_per_epoch=steps_per_epoch,
+        scoring=Scoring(samples=vote_batches * data.batch_size, batch_size=data.batch_size),
+        learning_rate=learning_rate,
+        seed=seed,
+        run_eagerly=run_eagerly,
+    )
 
 
 def predict_in_batches(model: Any, x: np.ndarray, batch_size: int) -> np.ndarray:

@@ -13,23 +13,15 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from collections.abc import Iterator
-from dataclasses import dataclass
 from typing import Annotated, Any
 
 import numpy as np
 from pydantic import Field
 
-from colearn_learner.errors import InvalidParametersError
-from colearn_learner.models.shard_files import (
-    SHARD_FILE,
-    SplitIndices,
-    fixed_subset,
-    load_npz_arrays,
-    require_folder,
-    split_indices,
-)
+from colearn_learner.models.feature_shards import FeatureShard, load_feature_shard
+from colearn_learner.models.shard_files import scored_subsets
 from colearn_learner.models.torch_support import TorchLearner
-from colearn_learner.parameter_types import PositiveFloat, Ratio, Seed
+from colearn_learner.parameter_types import LearningRate, Ratio, Seed
 from colearn_learner.registry import FactoryRegistry
 
 FAMILY = "PYTORCH_COVID_XRAY"
@@ -43,15 +35,6 @@ Steps = Annotated[int, Field(ge=1, le=100_000)]
 DropoutRate = Annotated[float, Field(ge=0, lt=1)]
 
 
-@dataclass(frozen=True)
-class CovidData:
-    features: np.ndarray  # float32, N x 64
-    labels: np.ndarray  # int64, N, in 0..2
-    split: SplitIndices
-    batch_size: int
-    seed: int
-
-
 @FactoryRegistry.register_dataloader(FAMILY)
 def prepare_covid_data(
     location: str,
@@ -59,24 +42,14 @@ def prepare_covid_data(
     vote_ratio: Ratio = 0.1,
     batch_size: BatchSize = 32,
     seed: Seed = 42,
-) -> CovidData:
-    folder = require_folder(location, [SHARD_FILE], FAMILY)
-    arrays = load_npz_arrays(
-        folder / SHARD_FILE, {"features": ("f", (None, N_FEATURES)), "labels": ("iu", (None,))}, FAMILY
-    )
-    features, labels = arrays["features"], arrays["labels"]
-    if not np.isfinite(features).all():
-        raise InvalidParametersError(f"{FAMILY}: 'features' in {folder / SHARD_FILE} holds NaN or infinities")
-    if labels.min() < 0 or labels.max() >= len(CLASSES):
-        raise InvalidParametersError(
-            f"{FAMILY}: 'labels' in {folder / SHARD_FILE} must lie in 0..{len(CLASSES) - 1} "
-            f"({', '.join(CLASSES)}); found {labels.min()}..{labels.max()}"
-        )
-    split = split_indices(len(labels), train_ratio, vote_ratio, seed, FAMILY)
-    return CovidData(
-        features=features.astype(np.float32, copy=False),
-        labels=labels.astype(np.int64, copy=False),
-        split=split,
+) -> FeatureShard:
+    return load_feature_shard(
+        FAMILY,
+        location,
+        N_FEATURES,
+        CLASSES,
+        train_ratio=train_ratio,
+        vote_ratio=vote_ratio,
         batch_size=batch_size,
         seed=seed,
     )
@@ -98,7 +71,7 @@ def build_covid_mlp(dropout: float) -> Any:
 class PytorchCovidXrayLearner(TorchLearner):
     def __init__(
         self,
-        data: CovidData,
+        data: FeatureShard,
         steps_per_epoch: int,
         vote_batches: int,
         learning_rate: float,
@@ -109,11 +82,7 @@ class PytorchCovidXrayLearner(TorchLearner):
         self._data = data
         self._steps = steps_per_epoch
         self.criterion = "categorical_accuracy"
-        size = vote_batches * data.batch_size
-        self._scored = {
-            "vote": fixed_subset(data.split.vote, size, data.seed),
-            "test": fixed_subset(data.split.test, size, data.seed + 1),
-        }
+        self._scored = scored_subsets(data.split, vote_batches * data.batch_size, data.seed)
         super().__init__(lambda: build_covid_mlp(dropout), learning_rate, seed, no_cuda)
 
     def _tensor(self, array: np.ndarray) -> Any:
@@ -137,10 +106,10 @@ class PytorchCovidXrayLearner(TorchLearner):
 
 @FactoryRegistry.register_model_architecture(FAMILY, [FAMILY])
 def prepare_pytorch_covid_xray(
-    data: CovidData,
+    data: FeatureShard,
     steps_per_epoch: Steps = 40,
     vote_batches: Steps = 10,
-    learning_rate: PositiveFloat = 0.001,
+    learning_rate: LearningRate = 0.001,
     dropout: DropoutRate = DROPOUT,
     seed: Seed = 0,
     no_cuda: bool = False,

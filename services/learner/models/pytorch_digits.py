@@ -10,7 +10,7 @@ from pydantic import Field
 
 from colearn_learner.models.digits import DigitsData
 from colearn_learner.models.torch_support import TorchLearner, torch_device
-from colearn_learner.parameter_types import PositiveFloat, Seed
+from colearn_learner.parameter_types import LearningRate, Seed
 from colearn_learner.registry import FactoryRegistry
 
 
@@ -63,7 +63,7 @@ class PytorchDigitsLearner(TorchLearner):
 def prepare_pytorch_digits(
     data: DigitsData,
     hidden: Annotated[int, Field(ge=1, le=4096)] = 64,
-    learning_rate: PositiveFloat = 0.01,
+    learning_rate: LearningRate = 0.01,
     epochs: Annotated[int, Field(ge=1, le=100)] = 1,
     batch_size: Annotated[int, Field(ge=1)] = 32,
     seed: Seed = 0,

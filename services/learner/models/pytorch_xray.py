@@ -20,10 +20,10 @@ from typing import Annotated, Any
 import numpy as np
 from pydantic import Field
 
-from colearn_learner.models.shard_files import SplitIndices, fixed_subset, require_folder, split_indices
+from colearn_learner.models.shard_files import SplitIndices, require_folder, scored_subsets, split_indices
 from colearn_learner.models.torch_support import TorchLearner
 from colearn_learner.models.xray_images import CLASSES, IMAGE_SIZE, load_xray_folder
-from colearn_learner.parameter_types import PositiveFloat, Ratio, Seed
+from colearn_learner.parameter_types import LearningRate, Ratio, Seed
 from colearn_learner.registry import FactoryRegistry
 
 FAMILY = "PYTORCH_XRAY"
@@ -104,11 +104,7 @@ class PytorchXrayLearner(TorchLearner):
         self._steps = steps_per_epoch
         self._vote_on_accuracy = vote_on_accuracy
         self.criterion = "auc" if vote_on_accuracy else "negative_loss"
-        size = vote_batches * data.batch_size
-        self._scored = {
-            "vote": fixed_subset(data.split.vote, size, data.seed),
-            "test": fixed_subset(data.split.test, size, data.seed + 1),
-        }
+        self._scored = scored_subsets(data.split, vote_batches * data.batch_size, data.seed)
         self._scored_inputs: dict[str, list[Any]] = {}
         super().__init__(build_xray_cnn, learning_rate, seed, no_cuda)
 
@@ -152,7 +148,7 @@ def prepare_pytorch_xray(
     data: XrayData,
     steps_per_epoch: Steps = 40,
     vote_batches: Steps = 10,
-    learning_rate: PositiveFloat = 0.001,
+    learning_rate: LearningRate = 0.001,
     vote_on_accuracy: bool = True,
     seed: Seed = 0,
     no_cuda: bool = False,

@@ -6,12 +6,12 @@ with ``INVALID_ARGUMENT`` naming what was expected, never a framework's stack tr
 
 from __future__ import annotations
 
-import zipfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from numpy.lib.npyio import NpzFile
 
 from colearn_learner.errors import InvalidParametersError
 
@@ -44,10 +44,19 @@ def load_npz_arrays(path: Path, specs: Mapping[str, tuple[str, tuple[int | None,
     any length). All arrays must have the same first dimension, and it must not be zero.
     """
     try:
-        with np.load(path, allow_pickle=False) as archive:
-            arrays = {name: archive[name] for name in specs if name in archive.files}
-    except (OSError, ValueError, zipfile.BadZipFile, EOFError) as exc:
+        loaded = np.load(path, allow_pickle=False)
+        if isinstance(loaded, NpzFile):
+            with loaded:
+                arrays = {name: loaded[name] for name in specs if name in loaded.files}
+    except Exception as exc:
+        # A damaged file is the client's mistake, and numpy's and zipfile's parsers signal it with a dozen
+        # types (ValueError, OSError, EOFError, BadZipFile, zlib.error, NotImplementedError for an unknown
+        # compression, RuntimeError for an encrypted member, tokenize's TokenError for a torn header...).
         raise InvalidParametersError(f"{family}: {path} is not a readable .npz file: {exc}") from None
+    if not isinstance(loaded, NpzFile):
+        raise InvalidParametersError(
+            f"{family}: {path} holds one bare array (.npy); expected an .npz archive of {', '.join(specs)}"
+        )
     missing = [name for name in specs if name not in arrays]
     if missing:
         raise InvalidParametersError(
@@ -99,3 +108,8 @@ def fixed_subset(indices: np.ndarray, size: int, seed: int) -> np.ndarray:
     if size >= len(indices):
         return indices
     return np.sort(np.random.default_rng(seed).choice(indices, size=size, replace=False))
+
+
+def scored_subsets(split: SplitIndices, size: int, seed: int) -> dict[str, np.ndarray]:
+    """What a learner scores weights on: fixed, seeded subsets of at most ``size`` vote and test indices."""
+    return {"vote": fixed_subset(split.vote, size, seed), "test": fixed_subset(split.test, size, seed + 1)}

@@ -1,7 +1,7 @@
-"""Helpers for the ``test_keras_*`` modules: files made by ``colearn-data``, real gRPC learners in-process.
+"""Helpers for the model-zoo tests: files made by ``colearn-data``, real gRPC learners in-process.
 
-Not a test module: the Keras test modules import it by name (pytest puts this folder on ``sys.path``).
-In-process learners share one TensorFlow import (~5 s) across the whole Keras test set.
+Not a test module: the test modules of this folder import it by name (pytest puts this folder on
+``sys.path``). In-process learners share one framework import (TensorFlow's ~5 s) across the whole test set.
 """
 
 from __future__ import annotations
@@ -18,10 +18,12 @@ from colearn_contract.mli import MachineLearningInterface
 from colearn_learner import ExampleMliFactory, GRPCServer, Settings
 from colearn_learner.datatools import cli as data_cli
 
+N_LEARNERS = 3
+
 
 class RecordingFactory(ExampleMliFactory):
-    """The learner's own factory, remembering the MLIs it builds, so that a test can ask a learner's
-    current model for predictions (``mli_get_current_model``) while gRPC drives everything else."""
+    """The learner's own factory, remembering the MLIs it builds: a test can ask a learner's current model
+    for predictions, as a user of ``mli_get_current_model`` would, while gRPC drives everything else."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -44,14 +46,12 @@ def colearn_data(*argv: str) -> None:
     assert data_cli.main(list(argv)) == 0, f"colearn-data {' '.join(argv)} failed"
 
 
-def split_fixtures(tag: str, work: Path, n_learners: int, seed: int = 0) -> Path:
-    """``colearn-data fixtures``, then ``split``; returns the folder holding ``learner_0`` and on."""
+def split_fixtures(tag: str, work: Path, n_learners: int = N_LEARNERS, seed: int = 1) -> Path:
+    """``colearn-data fixtures``, then ``split``; returns the folder of ``learner_0``, ``learner_1``..."""
     source, out = work / "source", work / "learners"
     colearn_data("fixtures", tag, "--out", str(source), "--seed", str(seed))
-    colearn_data(
-        "split", tag, "--source", str(source), "--n_learners", str(n_learners), "--out", str(out),
-        "--seed", str(seed),
-    )  # fmt: skip
+    split = ["--source", str(source), "--n_learners", str(n_learners), "--out", str(out), "--seed", str(seed)]
+    colearn_data("split", tag, *split)
     return out
 
 
@@ -62,7 +62,11 @@ class Fleet:
     clients: list[LearnerClient]
 
     def setup(
-        self, model: str, dataloader: str, model_params: dict[str, Any], data_params: dict[str, Any]
+        self,
+        model: str,
+        dataloader: str,
+        model_params: dict[str, Any],
+        data_params: dict[str, Any] | None = None,
     ) -> list[str]:
         """Sets up learner i on ``learner_i`` (relative to the data root), or on DIGITS shard i of N;
         returns the initial weights' digests."""
@@ -70,16 +74,13 @@ class Fleet:
         digests = []
         for i, client in enumerate(self.clients):
             own = {"shard": i, "n_shards": n} if dataloader == "DIGITS" else {"location": f"learner_{i}"}
-            digests.append(
-                client.setup_ml(
-                    dataloader, json.dumps({**own, **data_params}), model, json.dumps(model_params)
-                )
-            )
+            data = json.dumps({**own, **(data_params or {})})
+            digests.append(client.setup_ml(dataloader, data, model, json.dumps(model_params)))
         return digests
 
 
 @contextlib.contextmanager
-def grpc_fleet(n_learners: int, data_root: Path | None = None) -> Iterator[Fleet]:
+def grpc_fleet(n_learners: int = N_LEARNERS, data_root: Path | None = None) -> Iterator[Fleet]:
     """``n_learners`` in-process learner servers on 127.0.0.1 (confined to ``data_root`` when given), with
     clients; all stopped on exit."""
     fleet = Fleet([], [], [])
