@@ -185,8 +185,10 @@ def test_recording_rules_evaluate_on_real_series(monitored: Monitored, queries: 
     # Every rule has data, and the round counter has seen the last round (one evaluation after a scrape).
     wait_for(lambda: rounds() >= ROUNDS and all(query_returns_data(url, n) for n in names), timeout=30)
     assert not [n for n in names if not query_returns_data(url, n)]
-    # Counted from 0, so every round: the fleet's trainings are its rounds (increase() may extrapolate up).
-    assert ROUNDS <= rounds() < ROUNDS + 1
+    # Counted from 0, so every round: the fleet's trainings are its rounds. increase() extrapolates from
+    # the few samples of a young series to the window's edges, which measured up to 4.2 for 3 rounds; a
+    # rule that counted per learner instead of per fleet would give 3x (9 here), far above the bound.
+    assert ROUNDS <= rounds() < 2 * ROUNDS
     # A healthy run has no server faults (a ratio of 0, or NaN for a method with no calls in the window).
     assert not query(url, "job_method:grpc_server_faults:ratio_rate5m > 0")
 
