@@ -22,7 +22,7 @@ from backend_client.experiment import RunConfig, run_rounds, set_up_fleet
 from backend_client.learner_client import Deadlines, LearnerClient
 from backend_client.local_fleet import LocalFleet
 from backend_client.results import Result, Results
-from colearn_contract.cli_flags import add_flag
+from colearn_contract.cli_flags import add_flag, whole_number
 from colearn_contract.transport_security import ClientSecurity
 
 console = Console(stderr=True)
@@ -48,21 +48,8 @@ def _threshold(text: str) -> float:
     return value
 
 
-def _positive(text: str) -> int:
-    value = _count(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError("must be at least 1")
-    return value
-
-
-def _count(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must not be negative, got {value}")
-    return value
+_positive = whole_number(1)
+_count = whole_number(0)
 
 
 def _security(args: argparse.Namespace) -> ClientSecurity:

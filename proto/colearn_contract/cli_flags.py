@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from collections.abc import Callable
 from typing import Any
 
 
@@ -11,3 +12,19 @@ def add_flag(parser: argparse.ArgumentParser, name: str, **kwargs: Any) -> None:
     if "_" in name:
         spellings.append(f"--{name.replace('_', '-')}")
     parser.add_argument(*spellings, dest=name, **kwargs)
+
+
+def whole_number(low: int, high: int | None = None) -> Callable[[str], int]:
+    """An argparse ``type`` for an integer within ``[low, high]``, with an error that names the range."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+        if value < low or (high is not None and value > high):
+            wanted = f"at least {low}" if high is None else f"within [{low}, {high}]"
+            raise argparse.ArgumentTypeError(f"must be {wanted}, got {value}")
+        return value
+
+    return parse

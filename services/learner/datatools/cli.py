@@ -6,28 +6,11 @@ import argparse
 import sys
 from pathlib import Path
 
-from colearn_contract.cli_flags import add_flag
+from colearn_contract.cli_flags import add_flag, whole_number
 from colearn_learner.datatools import DataToolError, load_data_tools
 
-
-def _positive(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
-
-
-def _seed(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
-    if not 0 <= value < 2**32:
-        raise argparse.ArgumentTypeError(f"must be within [0, 2**32), got {value}")
-    return value
+_positive = whole_number(1)
+_seed = whole_number(0, 2**32 - 1)
 
 
 def build_parser() -> argparse.ArgumentParser:
