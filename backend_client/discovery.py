@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import socket
 
 
@@ -23,9 +24,9 @@ def consecutive_ports(n_learners: int, host: str = "127.0.0.1", port: int = 9995
 def dns(name: str, port: int) -> list[str]:
     """Every address a name resolves to, sorted: compose gives a scaled service one name for all replicas."""
     infos = socket.getaddrinfo(name, port, type=socket.SOCK_STREAM)
-    hosts = sorted({info[4][0] for info in infos}, key=lambda h: (":" in h, socket.inet_pton(
-        socket.AF_INET6 if ":" in h else socket.AF_INET, h)))  # fmt: skip
-    return [f"[{h}]:{port}" if ":" in h else f"{h}:{port}" for h in hosts]
+    # Numeric order, IPv4 first, so that learner i is the same replica on every call.
+    hosts = sorted({ipaddress.ip_address(info[4][0]) for info in infos}, key=lambda h: (h.version, h))
+    return [f"[{h}]:{port}" if h.version == 6 else f"{h}:{port}" for h in hosts]
 
 
 def stateful_set(pattern: str, replicas: int) -> list[str]:

@@ -63,31 +63,26 @@ def set_up_fleet(learners: Sequence[LearnerClient], config: RunConfig) -> None:
             f"not {config.dataloader_tag!r}"
         )
     defaults = system["data_loaders"].get(config.dataloader_tag, {})
-    setup = _learner_setup(learners, config, defaults)
-    failures = {i: r for i, r in fan_out(setup, range(len(learners))).items() if isinstance(r, BaseException)}
+    outcomes = fan_out(lambda i: _set_up(learners, config, defaults, i), range(len(learners)))
+    failures = [r for r in outcomes.values() if isinstance(r, BaseException)]
     if failures:
-        raise RuntimeError("; ".join(str(exc) for exc in failures.values()))
+        raise RuntimeError("; ".join(str(exc) for exc in failures))
 
 
-def _learner_setup(
-    learners: Sequence[LearnerClient], config: RunConfig, defaults: dict[str, Any]
-) -> Callable[[int], str]:
-    def setup(i: int) -> str:
-        params = dataloader_params_for(config, i, len(learners), defaults)
-        return learners[i].setup_ml(
-            dataset_loader_name=config.dataloader_tag,
-            dataset_loader_parameters=json.dumps(params),
-            model_arch_name=config.model_tag,
-            model_parameters=json.dumps(config.model_params),
-        )
-
-    return setup
+def _set_up(learners: Sequence[LearnerClient], config: RunConfig, defaults: dict[str, Any], i: int) -> str:
+    params = dataloader_params_for(config, i, len(learners), defaults)
+    return learners[i].setup_ml(
+        dataset_loader_name=config.dataloader_tag,
+        dataset_loader_parameters=json.dumps(params),
+        model_arch_name=config.model_tag,
+        model_parameters=json.dumps(config.model_params),
+    )
 
 
 def set_up_learner(learners: Sequence[LearnerClient], config: RunConfig, i: int) -> str:
     """Sets learner ``i`` up as ``set_up_fleet`` did: for a learner that restarted and lost its model."""
     defaults = learners[i].get_supported_system()["data_loaders"].get(config.dataloader_tag, {})
-    return _learner_setup(learners, config, defaults)(i)
+    return _set_up(learners, config, defaults, i)
 
 
 def run_rounds(

@@ -35,8 +35,8 @@ def plot_results(results: Results, path: Path, title: str = "") -> Path:
     for learner in range(n_learners):
         top.plot(xs, scores[:, learner], marker=".", linewidth=1, alpha=0.6, label=f"learner {learner}")
     if n_learners and len(data):
-        with np.errstate(all="ignore"):
-            mean = np.nanmean(np.where(np.isnan(scores).all(axis=1, keepdims=True), 0, scores), axis=1)
+        # The same mean that results.json and the CLI report; a round with no score at all (void) is a gap.
+        mean = [np.nan if r.mean_test_score is None else r.mean_test_score for r in data]
         top.plot(xs, mean, color="black", linewidth=2.5, label="mean")
     accepted = [i for i, r in enumerate(data) if r.round_index is not None and r.vote]
     for i in accepted:

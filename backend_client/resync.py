@@ -62,12 +62,13 @@ class FleetWeights:
     def sha256(self) -> str:
         return self.current.weights.sha256 if self.current is not None else ""
 
-    def accepted(self, proposal: Weights) -> None:
+    def accepted(self, proposal: Weights) -> Weights:
         """Records an accepted proposal as the fleet's weights (kept without its id, see the module)."""
         encoded = proposal.weights
         if not isinstance(encoded, EncodedWeights):
             raise TypeError(f"the fleet's weights are encoded bytes, not {type(encoded).__name__}")
         self.current = Weights(weights=dataclasses.replace(encoded, proposal_id=""))
+        return self.current
 
     def resync(self, learners: Sequence[LearnerClient]) -> ResyncReport:
         report = ResyncReport()
@@ -91,9 +92,7 @@ class FleetWeights:
                     report.absent[i] = f"resync: holds {statuses[i].weights_sha256[:12]}, not {target[:12]}"
                 report.target_sha256 = target
                 return report
-            self.accepted(weights)
-            weights = self.current
-            assert weights is not None
+            weights = self.accepted(weights)
             if self.sha256 != target:
                 # The holder encodes its weights differently from how they once arrived: equal weights,
                 # other bytes. Its own digest becomes the fleet's, and every other learner gets it.

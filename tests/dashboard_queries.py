@@ -43,11 +43,11 @@ _QUERY_RESULT = re.compile(r"^\s*query_result\((.*)\)\s*$", re.DOTALL)
 _NO_PROXY = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 
 
-def _panels(panels: list[dict[str, Any]]) -> Iterator[dict[str, Any]]:
+def all_panels(panels: list[dict[str, Any]]) -> Iterator[dict[str, Any]]:
     """Every panel, including those folded into collapsed rows."""
     for panel in panels:
         yield panel
-        yield from _panels(panel.get("panels", []))
+        yield from all_panels(panel.get("panels", []))
 
 
 def _match_all(variable: dict[str, Any]) -> str:
@@ -97,7 +97,7 @@ def dashboard_queries(path: Path | str) -> list[str]:
     for variable in variables:
         if variable.get("type") == "query":
             queries.append(_substitute(_variable_promql(variable), values))
-    for panel in _panels(dashboard.get("panels", [])):
+    for panel in all_panels(dashboard.get("panels", [])):
         for target in panel.get("targets", []):
             if target.get("expr"):
                 queries.append(_substitute(target["expr"], values))

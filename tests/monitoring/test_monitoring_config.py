@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 import yaml
-from dashboard_queries import dashboard_queries
+from dashboard_queries import all_panels, dashboard_queries
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 PROMETHEUS = REPO_ROOT / "deploy" / "prometheus"
@@ -159,10 +159,6 @@ def dashboard() -> dict[str, Any]:
     return json.loads(DASHBOARD.read_text())
 
 
-def panels(items: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    return [p for item in items for p in (item, *panels(item.get("panels", [])))]
-
-
 def provisioned_datasources() -> dict[str, dict[str, Any]]:
     found = {}
     for path in sorted((GRAFANA / "provisioning" / "datasources").glob("*.yml")):
@@ -195,7 +191,7 @@ def test_the_dashboard_provider_loads_files() -> None:
 def test_every_panel_and_query_uses_a_provisioned_datasource() -> None:
     uids = set(provisioned_datasources())
     board = dashboard()
-    queried = [p for p in panels(board["panels"]) if p["type"] != "row"]
+    queried = [p for p in all_panels(board["panels"]) if p["type"] != "row"]
     assert queried
     for panel in queried:
         assert panel["datasource"]["uid"] in uids, panel["title"]
@@ -210,7 +206,7 @@ def test_every_panel_and_query_uses_a_provisioned_datasource() -> None:
 def test_panel_ids_are_unique_and_panels_do_not_overlap() -> None:
     board = dashboard()
     assert board["uid"] and board["title"]
-    every = panels(board["panels"])
+    every = list(all_panels(board["panels"]))
     ids = [p["id"] for p in every]
     assert len(ids) == len(set(ids))
     cells: dict[tuple[int, int], str] = {}
@@ -288,5 +284,5 @@ def test_dashboard_queries_refuses_an_unknown_variable(tmp_path: Path) -> None:
 
 def test_the_real_dashboard_leaves_no_variable_unset() -> None:
     queries = dashboard_queries(DASHBOARD)
-    assert len(queries) == 1 + sum(len(p.get("targets", [])) for p in panels(dashboard()["panels"]))
+    assert len(queries) == 1 + sum(len(p.get("targets", [])) for p in all_panels(dashboard()["panels"]))
     assert not [q for q in queries if "$" in q or "[[" in q]
