@@ -44,14 +44,7 @@ def server_options(
 
 def health_server_options() -> list[tuple[str, Any]]:
     """The health-only port answers tiny messages: it needs no room for weights."""
-    return [
-        ("grpc.max_receive_message_length", 64 * 1024),
-        ("grpc.so_reuseport", 0),
-        ("grpc.keepalive_permit_without_calls", 1),
-        ("grpc.http2.min_ping_interval_without_data_ms", KEEPALIVE_TIME_MS // 2),
-        ("grpc.http2.max_pings_without_data", 0),
-        ("grpc.max_concurrent_streams", 16),
-    ]
+    return server_options(64 * 1024, max_concurrent_streams=16)
 
 
 def retry_service_config(max_attempts: int = 4) -> str:

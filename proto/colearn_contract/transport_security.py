@@ -60,10 +60,6 @@ def check_token(token: str) -> str:
     return token
 
 
-def bearer_value(token: str) -> str:
-    return f"Bearer {token}"
-
-
 @dataclass(frozen=True)
 class ClientSecurity:
     """How a client reaches a learner: TLS when any TLS file is given, and a bearer token when one is.
@@ -137,7 +133,7 @@ class BearerTokenClientInterceptor(
     """
 
     def __init__(self, token: str) -> None:
-        self._header = (AUTHORIZATION, bearer_value(check_token(token)))
+        self._header = (AUTHORIZATION, f"Bearer {check_token(token)}")
 
     def _with_token(self, details: grpc.ClientCallDetails) -> _CallDetails:
         metadata = [*(details.metadata or ()), self._header]

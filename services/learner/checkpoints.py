@@ -137,7 +137,7 @@ class CheckpointStore:
         try:
             with safetensors.safe_open(str(path), framework="numpy") as f:
                 metadata = f.metadata() or {}
-                payload = f.get_tensor(_PAYLOAD).tobytes()
+                payload = memoryview(f.get_tensor(_PAYLOAD))  # the array read is the only copy
         except (safetensors.SafetensorError, OSError, ValueError, KeyError) as exc:
             raise CheckpointError(f"{path.name} is unreadable: {exc}") from None
         meta_json = metadata.get(_META, "")

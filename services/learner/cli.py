@@ -36,15 +36,16 @@ _SETTING_FLAGS: tuple[tuple[str, Any, str], ...] = (
     ("checkpoint_dir", str, "folder for this learner's checkpoints (serve-n: a learner_<i> folder each)"),
 )
 _PER_LEARNER = ("port", "metrics_port", "health_port", "checkpoint_dir")  # serve-n gives each child its own
-_SECRET = (
-    "auth_token",
-)  # serve-n hands these to its children in their environment, not on their command line
+# serve-n hands these to its children in their environment, not on their command line.
+_SECRET = ("auth_token",)
 
 
 def _log_level(text: str) -> str:
     level = text.upper()
     if level not in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"):
-        raise argparse.ArgumentTypeError(f"unknown log level {text!r}; valid: DEBUG, INFO, WARNING, ERROR")
+        raise argparse.ArgumentTypeError(
+            f"unknown log level {text!r}; valid: DEBUG, INFO, WARNING, ERROR, CRITICAL"
+        )
     return level
 
 
@@ -171,7 +172,7 @@ def serve_n(args: argparse.Namespace) -> int:
     return 1 if failed or any(code > 0 for code in codes) else 0
 
 
-def _health_security(args: argparse.Namespace) -> Any:
+def _health_channel(args: argparse.Namespace) -> Any:
     """TLS when a CA is given (``--tls_ca`` or ``COLEARN_TLS_CA``). The client certificate defaults to the
     learner's own (``COLEARN_TLS_CERT``/``COLEARN_TLS_KEY``), so that inside a learner's container a
     HEALTHCHECK can reach its mTLS port; the plaintext health port needs none of this."""
@@ -185,11 +186,9 @@ def _health_security(args: argparse.Namespace) -> Any:
         security = ClientSecurity(
             tls_ca=_path(ca), tls_cert=_path(cert), tls_key=_path(key), tls_server_name=args.tls_server_name
         )
-        if security.tls:
-            security.credentials()  # a file that cannot be used fails here, with its name
+        return security.channel(args.address, [])  # a file that cannot be used fails here, with its name
     except TransportSecurityError as exc:
         raise SystemExit(f"colearn-learner health: {exc}") from None
-    return security
 
 
 def _path(text: str | None) -> Path | None:
@@ -201,7 +200,7 @@ def health(args: argparse.Namespace) -> int:
     import grpc
     from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-    with _health_security(args).channel(args.address, []) as channel:
+    with _health_channel(args) as channel:
         try:
             response = health_pb2_grpc.HealthStub(channel).Check(
                 health_pb2.HealthCheckRequest(service=args.service), timeout=args.timeout

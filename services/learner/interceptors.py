@@ -12,17 +12,7 @@ import grpc
 from colearn_contract import SERVICE_NAME
 from colearn_contract.transport_security import AUTHORIZATION
 from colearn_learner.errors import BadRequestError
-from colearn_learner.metrics import LearnerMetrics
-
-
-def _rpc_type(handler: grpc.RpcMethodHandler) -> str:
-    if handler.request_streaming and handler.response_streaming:
-        return "bidi_stream"
-    if handler.request_streaming:
-        return "client_stream"
-    if handler.response_streaming:
-        return "server_stream"
-    return "unary"
+from colearn_learner.metrics import LearnerMetrics, rpc_type
 
 
 def _wrap_behavior(
@@ -59,7 +49,7 @@ class MetricsInterceptor(grpc.ServerInterceptor):
         if handler is None:
             return None
         service, _, method = handler_call_details.method.lstrip("/").rpartition("/")
-        labels = (service, method, _rpc_type(handler))
+        labels = (service, method, rpc_type(handler.request_streaming, handler.response_streaming))
         metrics = self._metrics
 
         def finish(context: grpc.ServicerContext, start: float, failed: bool) -> None:

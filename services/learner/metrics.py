@@ -26,6 +26,17 @@ _RPC_LABELS = ["grpc_service", "grpc_method", "grpc_type"]
 _SECONDS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600)
 
 
+def rpc_type(request_streaming: bool, response_streaming: bool) -> str:
+    """The ``grpc_type`` label: the interceptor and ``declare_methods`` must name a method alike."""
+    if request_streaming and response_streaming:
+        return "bidi_stream"
+    if request_streaming:
+        return "client_stream"
+    if response_streaming:
+        return "server_stream"
+    return "unary"
+
+
 class LearnerMetrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
@@ -88,9 +99,7 @@ class LearnerMetrics:
         ``service`` is a protobuf ``ServiceDescriptor``.
         """
         for method in service.methods:
-            streaming = (method.client_streaming, method.server_streaming)
-            kind = {(True, True): "bidi_stream", (True, False): "client_stream"}.get(streaming)
-            kind = kind or ("server_stream" if method.server_streaming else "unary")
+            kind = rpc_type(method.client_streaming, method.server_streaming)
             labels = (service.full_name, method.name, kind)
             self.rpc_started.labels(*labels)
             self.rpc_handled.labels(*labels, "OK")

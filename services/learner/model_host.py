@@ -182,11 +182,12 @@ class ModelHost:
             f"; the file was moved to {aside}" if aside else "",
         )
 
-    def _write_checkpoint(self, payload: Callable[[], bytes | memoryview], proposal_id: str) -> None:
+    def _write_checkpoint(self, payload: bytes | memoryview | None, proposal_id: str) -> None:
         """Saves the weights just adopted, before the call that adopted them returns: an accept that a
         client saw succeed survives a kill -9. A failed write is logged and counted, and the learner
-        goes on with the weights in memory (the backend resyncs it if it dies before the next write)."""
-        if self._checkpoints is None:
+        goes on with the weights in memory (the backend resyncs it if it dies before the next write).
+        ``payload`` is the encoded buffer the weights came in or went out as, never encoded again."""
+        if self._checkpoints is None or payload is None:
             return
         status = self.status
         try:
@@ -197,11 +198,11 @@ class ModelHost:
                     setup_digest=setup_digest(self._setup_key),
                     weights_sha256=status.weights_sha256,
                     accepted_rounds=status.accepted_rounds,
-                    payload=payload(),
+                    payload=payload,
                     proposal_id=proposal_id,
                 )
             )
-        except (OSError, WeightsCodecError) as exc:
+        except OSError as exc:
             self._metrics.checkpoint_writes.labels("error").inc()
             _log.error("could not write the checkpoint of round %d: %s", status.accepted_rounds, exc)
             return
@@ -219,7 +220,10 @@ class ModelHost:
             finally:
                 self._update(busy=False)
             encoded = EncodedWeights.wrap(data, proposal_id=uuid.uuid4().hex)
-            self._proposals.put(encoded.proposal_id, Proposal(weights=weights, sha256=encoded.sha256))
+            self._proposals.put(
+                encoded.proposal_id,
+                Proposal(weights=weights, sha256=encoded.sha256, data=self._kept(encoded.data)),
+            )
         return encoded
 
     def _decode_for_model(self, encoded: EncodedWeights) -> tuple[Weights, WeightsSignature | None]:
@@ -251,7 +255,13 @@ class ModelHost:
             if encoded.proposal_id:
                 self._proposals.put(
                     encoded.proposal_id,
-                    Proposal(weights, encoded.sha256, verdict.vote_score, verdict.test_score),
+                    Proposal(
+                        weights,
+                        encoded.sha256,
+                        verdict.vote_score,
+                        verdict.test_score,
+                        data=self._kept(encoded.data),
+                    ),
                 )
             if verdict.criterion and not self.status.criterion:
                 self._update(criterion=verdict.criterion)
@@ -270,7 +280,7 @@ class ModelHost:
             mli.mli_accept_weights(proposal.weights)
             self._remember_accepted(proposal_id)
             self._adopted(proposal.sha256, proposal.vote_score, proposal.test_score, count_round=True)
-            self._write_checkpoint(lambda: encode_weights(proposal.weights)[0], proposal_id)
+            self._write_checkpoint(proposal.data, proposal_id)
             return self.status
 
     def set_weights(self, encoded: EncodedWeights) -> LearnerStatus:
@@ -285,8 +295,12 @@ class ModelHost:
             if encoded.proposal_id:
                 self._remember_accepted(encoded.proposal_id)
             self._adopted(encoded.sha256, None, None, count_round=bool(encoded.proposal_id))
-            self._write_checkpoint(lambda: encoded.data, encoded.proposal_id)
+            self._write_checkpoint(encoded.data, encoded.proposal_id)
             return self.status
+
+    def _kept(self, data: bytes | memoryview) -> bytes | memoryview | None:
+        """A proposal keeps its encoded buffer only for the checkpoint its accept will write."""
+        return data if self._checkpoints is not None else None
 
     def _remember_accepted(self, proposal_id: str) -> None:
         self._accepted_ids[proposal_id] = None

@@ -14,6 +14,9 @@ class Proposal:
     sha256: str
     vote_score: float | None = None
     test_score: float | None = None
+    #: The encoded buffer the weights travelled as, kept (when the learner writes checkpoints) so that an
+    #: accept writes it as it is instead of encoding the weights again.
+    data: bytes | memoryview | None = None
 
 
 class ProposalCache:

@@ -99,10 +99,6 @@ class Settings(BaseSettings):
         return self
 
     @property
-    def tls(self) -> bool:
-        return self.tls_cert is not None
-
-    @property
     def bind_address(self) -> str:
         return f"{self.host}:{self.port}"
 
