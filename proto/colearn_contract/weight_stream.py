@@ -29,6 +29,11 @@ class WeightsStreamError(ValueError):
     """A weights stream broke the framing rules; the message says which rule."""
 
 
+class TruncatedStreamError(WeightsStreamError):
+    """The stream ended before its declared ``total_bytes``: a sender that stopped early, or one that
+    cancelled (a receiver may see the end of the stream before it sees the cancellation)."""
+
+
 @dataclass(frozen=True)
 class EncodedWeights:
     """Weights as opaque encoded bytes: what travels, and all the backend ever holds."""
@@ -127,7 +132,7 @@ class WeightsAssembler:
         if self._header is None:
             raise WeightsStreamError("the weights stream was empty")
         if self._received != self._total:
-            raise WeightsStreamError(f"the stream ended after {self._received} of {self._total} bytes")
+            raise TruncatedStreamError(f"the stream ended after {self._received} of {self._total} bytes")
         digest = self._hasher.hexdigest()
         if digest != self._header.sha256:
             raise WeightsStreamError(f"sha256 mismatch: header says {self._header.sha256}, data is {digest}")

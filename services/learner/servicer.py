@@ -12,6 +12,7 @@ import inspect
 import json
 import logging
 import threading
+import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -20,7 +21,13 @@ import grpc
 from colearn_contract import CONTRACT, __version__
 from colearn_contract.v1 import learner_pb2 as pb
 from colearn_contract.v1 import learner_pb2_grpc as pb_grpc
-from colearn_contract.weight_stream import EncodedWeights, WeightsStreamError, assemble, iter_parts
+from colearn_contract.weight_stream import (
+    EncodedWeights,
+    TruncatedStreamError,
+    WeightsStreamError,
+    assemble,
+    iter_parts,
+)
 from colearn_learner.errors import InvalidParametersError, LearnerBusyError, StatusError
 from colearn_learner.factory import MliFactory
 from colearn_learner.metrics import LearnerMetrics
@@ -30,8 +37,23 @@ from colearn_learner.stream_deadline import within_deadline
 _log = logging.getLogger(__name__)
 
 
+#: How long a truncated upload waits to learn whether its client cancelled. Measured: in 1 of 12 runs of
+#: the cancel test the stream ended first, and the cancellation followed 9 ms later. A client that really
+#: stopped early waits this long for its INVALID_ARGUMENT.
+_CANCELLATION_SETTLE_SECONDS = 0.2
+
+
+def _cancelled_soon(context: grpc.ServicerContext) -> bool:
+    deadline = time.monotonic() + _CANCELLATION_SETTLE_SECONDS
+    while context.is_active() and time.monotonic() < deadline:
+        time.sleep(0.005)
+    return not context.is_active()
+
+
 def _abort(context: grpc.ServicerContext, method: str, exc: Exception) -> None:
-    if not context.is_active():
+    # gRPC may end a cancelled upload's request stream before it marks the call cancelled; without the
+    # wait, a client that hung up would be counted as a client mistake (INVALID_ARGUMENT).
+    if not context.is_active() or (isinstance(exc, TruncatedStreamError) and _cancelled_soon(context)):
         # The client cancelled or its deadline passed while we read its stream: no fault of the learner,
         # and nobody is left to answer; the code is for the metrics and the logs.
         expired = (context.time_remaining() or 0) <= 0
