@@ -20,7 +20,8 @@ WHEELHOUSE    ?=
 LEARNERS      ?= 3
 IMAGE_BUILD_ARGS = --build-arg BASE_IMAGE=$(BASE_IMAGE) --build-arg WHEELHOUSE=$(WHEELHOUSE)
 
-.PHONY: install proto lock test lint demo bench clean image image-gpu wheelhouse compose-up compose-down test-e2e
+.PHONY: install proto lock test lint demo bench clean image image-gpu wheelhouse compose-up compose-down test-e2e \
+	helm-lint test-helm
 
 install: $(VENV)/.installed
 
@@ -83,6 +84,17 @@ compose-down:
 # debootstrap and prometheus: see .ci/run). Stops the engine it starts, even when a step fails.
 test-e2e: install
 	$(BIN)/python -m pytest tests/e2e $(PYTEST_ARGS)
+
+# The Helm chart (helm/colearn-fleet). Both fetch a pinned helm into tools/helm first (offline once cached).
+# test-helm: lint --strict, kubernetes-validate --strict against k8s 1.30 and 1.37, then tests/helm.
+helm-lint: install
+	$(BIN)/python helm/fetch_helm.py
+	$(BIN)/python helm/validate_chart.py --lint-only
+
+test-helm: install
+	$(BIN)/python helm/fetch_helm.py
+	$(BIN)/python helm/validate_chart.py
+	$(BIN)/python -m pytest tests/helm $(PYTEST_ARGS)
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache .ruff_cache .hypothesis
