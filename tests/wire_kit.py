@@ -55,7 +55,7 @@ def sha256_hex(data: bytes) -> str:
 
 
 def parts_for(
-    data: bytes,
+    data: bytes | memoryview,
     *,
     chunk: int = 1000,
     sha256: str | None = None,
@@ -64,6 +64,7 @@ def parts_for(
     total: int | None = None,
 ) -> list[pb.WeightsPart]:
     """Cuts a buffer into parts of ``chunk`` bytes, with a header in the first; every field overridable."""
+    data = bytes(data)  # the codec hands out a read-only memoryview; protobuf takes bytes
     total = len(data) if total is None else total
     offsets = list(range(0, len(data), chunk)) or [0]
     parts = [pb.WeightsPart(offset=o, total_bytes=total, data=data[o : o + chunk]) for o in offsets]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import contextlib
 import json
 import pickle
 import struct
@@ -137,7 +138,7 @@ def test_non_contiguous_and_big_endian_arrays_keep_their_values(make) -> None:
 
 def test_encoded_buffer_is_the_safetensors_layout() -> None:
     tensors = {"w": np.arange(6, dtype=np.float32).reshape(2, 3), "b": np.zeros(3, np.int64)}
-    buffer = encode_tensors(tensors, layout_for(tensors))
+    buffer = bytes(encode_tensors(tensors, layout_for(tensors)))
     (header_len,) = struct.unpack_from("<Q", buffer, 0)
     header = json.loads(buffer[8 : 8 + header_len])
     assert header["w"] == {"dtype": "F32", "shape": [2, 3], "data_offsets": header["w"]["data_offsets"]}
@@ -163,7 +164,7 @@ def test_sha256_hex_is_lowercase_hex_of_the_bytes() -> None:
 
 def valid_buffer() -> bytes:
     tensors = {"w": np.arange(40, dtype=np.float64).reshape(5, 8), "b": np.ones(5, np.float32)}
-    return encode_tensors(tensors, layout_for(tensors))
+    return bytes(encode_tensors(tensors, layout_for(tensors)))
 
 
 def with_layout(layout: object, tensors: dict[str, np.ndarray] | None = None) -> bytes:
@@ -310,3 +311,108 @@ _arrays = st.sampled_from(DTYPES).flatmap(
 @given(st.dictionaries(_names, _arrays, max_size=6))
 def test_property_any_mapping_of_arrays_round_trips(tensors: dict[str, np.ndarray]) -> None:
     assert_same(roundtrip(tensors), tensors)
+
+
+# --- the in-place layout against the safetensors library -------------------------------------------------
+
+
+@settings(max_examples=75, deadline=None, database=None)
+@given(st.dictionaries(_names, _arrays, max_size=6))
+def test_property_the_library_reads_what_the_codec_writes(tensors: dict[str, np.ndarray]) -> None:
+    loaded = safetensors.numpy.load(bytes(encode_tensors(tensors, layout_for(tensors))))
+    assert_same({name: loaded[name] for name in tensors}, tensors)
+
+
+@settings(max_examples=75, deadline=None, database=None)
+@given(st.dictionaries(_names, _arrays, max_size=6))
+def test_property_the_codec_reads_what_the_library_writes(tensors: dict[str, np.ndarray]) -> None:
+    metadata = {"colearn.layout": layout_for(tensors).to_json()}
+    buffer = safetensors.numpy.save(dict(tensors), metadata=metadata)
+    assert_same(decode_tensors(buffer)[0], tensors)
+
+
+def test_decoded_arrays_are_read_only_views_of_the_buffer() -> None:
+    tensors = {"w": np.arange(1000, dtype=np.float32), "b": np.arange(7, dtype=np.int64)}
+    buffer = encode_tensors(tensors, layout_for(tensors))
+    decoded, _ = decode_tensors(buffer)
+    backing = np.frombuffer(buffer, np.uint8)
+    for array in decoded.values():
+        assert np.shares_memory(array, backing)  # no copy was made
+        assert not array.flags.writeable  # nobody can change a buffer whose sha256 is known
+    assert buffer.readonly
+
+
+def test_tensors_are_aligned_to_their_item_size() -> None:
+    tensors = {"a": np.ones(3, np.int8), "b": np.ones(5, np.float64), "c": np.ones(3, np.float16)}
+    for array in decode_tensors(encode_tensors(tensors, layout_for(tensors)))[0].values():
+        assert array.flags.aligned
+
+
+def raw_layout(header: dict, data: bytes, pad: bool = True) -> bytes:
+    head = json.dumps(header).encode()
+    if pad:
+        head += b" " * (-len(head) % 8)
+    return struct.pack("<Q", len(head)) + head + data
+
+
+_META = {"__metadata__": {"colearn.layout": json.dumps({"structure": "dict", "names": ["a", "b"]})}}
+
+
+@pytest.mark.parametrize(
+    ("entries", "data"),
+    [
+        pytest.param({"a": [0, 8], "b": [12, 20]}, bytes(20), id="gap"),
+        pytest.param({"a": [0, 8], "b": [4, 12]}, bytes(12), id="overlap"),
+        pytest.param({"a": [8, 16], "b": [8, 16]}, bytes(16), id="not-from-zero"),
+        pytest.param({"a": [0, 8], "b": [8, 15]}, bytes(15), id="size-not-shape"),
+        pytest.param({"a": [0, 8], "b": [8, 16]}, bytes(24), id="trailing-data"),
+        pytest.param({"a": [8, 0], "b": [0, 8]}, bytes(16), id="reversed-offsets"),
+    ],
+)
+def test_offsets_that_the_library_refuses_are_refused(entries: dict, data: bytes) -> None:
+    header = dict(_META)
+    header.update({n: {"dtype": "F32", "shape": [2], "data_offsets": o} for n, o in entries.items()})
+    with pytest.raises(WeightsCodecError):
+        decode_tensors(raw_layout(header, data))
+    with pytest.raises(Exception):  # noqa: B017 - the reference refuses it too
+        safetensors.numpy.load(raw_layout(header, data))
+
+
+@pytest.mark.parametrize(
+    "entry",
+    [
+        pytest.param({"dtype": "F128", "shape": [2], "data_offsets": [0, 8]}, id="unknown-dtype"),
+        pytest.param({"dtype": 3, "shape": [2], "data_offsets": [0, 8]}, id="dtype-not-text"),
+        pytest.param({"dtype": "F32", "shape": [-2], "data_offsets": [0, 8]}, id="negative-dim"),
+        pytest.param({"dtype": "F32", "shape": [True, 2], "data_offsets": [0, 8]}, id="bool-dim"),
+        pytest.param({"dtype": "F32", "shape": 2, "data_offsets": [0, 8]}, id="shape-not-list"),
+        pytest.param({"dtype": "F32", "shape": [2], "data_offsets": [0]}, id="one-offset"),
+        pytest.param({"dtype": "F32", "shape": [2], "data_offsets": [0.0, 8]}, id="float-offset"),
+        pytest.param({"dtype": "F32", "shape": [2]}, id="no-offsets"),
+        pytest.param("F32", id="entry-not-object"),
+    ],
+)
+def test_malformed_tensor_entries_are_refused(entry: object) -> None:
+    header = {"__metadata__": {"colearn.layout": json.dumps({"structure": "dict", "names": ["a"]})}}
+    header["a"] = entry
+    with pytest.raises(WeightsCodecError, match="tensor 'a'"):
+        decode_tensors(raw_layout(header, bytes(8)))
+
+
+@pytest.mark.parametrize("metadata", [[1], {"k": 1}, "text"], ids=["list", "non-string-value", "string"])
+def test_metadata_must_map_strings_to_strings(metadata: object) -> None:
+    with pytest.raises(WeightsCodecError, match="__metadata__"):
+        decode_tensors(raw_layout({"__metadata__": metadata}, b""))
+
+
+@settings(max_examples=300, deadline=None, database=None)
+@given(st.binary(max_size=64), st.integers(0, 200), st.integers(0, 255))
+def test_fuzz_damaged_buffers_raise_only_codec_errors(noise: bytes, at: int, byte: int) -> None:
+    """Any change to a valid buffer either still decodes (a changed data byte) or raises the codec's
+    error: never another exception, and never a read outside the buffer."""
+    buffer = bytearray(valid_buffer())
+    if at < len(buffer):
+        buffer[at] = byte
+    for candidate in (bytes(buffer), bytes(buffer) + noise, bytes(buffer[: len(buffer) - len(noise)])):
+        with contextlib.suppress(WeightsCodecError):
+            decode_tensors(candidate)
