@@ -81,6 +81,10 @@ class ModelHost:
         self._signature: WeightsSignature | None = None
         self._accepted_ids: OrderedDict[str, None] = OrderedDict()  # recent ids, so a retry is a no-op
         self._proposals = ProposalCache(proposal_cache_size)
+        # The current weights as they were encoded when they arrived or were made. Every way weights
+        # change (setup, accept, set) already has this buffer, so GetCurrentWeights never encodes and a
+        # checkpoint never encodes: 0.08 s per 100 MiB saved per call, for one buffer of the model's size.
+        self._current: EncodedWeights | None = None
         self.status = LearnerStatus()
 
     def _update(self, **changes: object) -> None:
@@ -112,6 +116,7 @@ class ModelHost:
             encoded = EncodedWeights.wrap(data)
             mli, resumed = self._resume(key, model_name, dataloader_name, mli, signature, build)
             self._mli, self._setup_key, self._signature = mli, key, signature
+            self._current = _unnamed(resumed.payload, resumed.weights_sha256) if resumed else encoded
             self._proposals.clear()
             self._accepted_ids.clear()
             if resumed is not None and resumed.proposal_id:
@@ -182,12 +187,12 @@ class ModelHost:
             f"; the file was moved to {aside}" if aside else "",
         )
 
-    def _write_checkpoint(self, payload: bytes | memoryview | None, proposal_id: str) -> None:
+    def _write_checkpoint(self, payload: bytes | memoryview, proposal_id: str) -> None:
         """Saves the weights just adopted, before the call that adopted them returns: an accept that a
         client saw succeed survives a kill -9. A failed write is logged and counted, and the learner
         goes on with the weights in memory (the backend resyncs it if it dies before the next write).
         ``payload`` is the encoded buffer the weights came in or went out as, never encoded again."""
-        if self._checkpoints is None or payload is None:
+        if self._checkpoints is None:
             return
         status = self.status
         try:
@@ -221,8 +226,7 @@ class ModelHost:
                 self._update(busy=False)
             encoded = EncodedWeights.wrap(data, proposal_id=uuid.uuid4().hex)
             self._proposals.put(
-                encoded.proposal_id,
-                Proposal(weights=weights, sha256=encoded.sha256, data=self._kept(encoded.data)),
+                encoded.proposal_id, Proposal(weights=weights, sha256=encoded.sha256, data=encoded.data)
             )
         return encoded
 
@@ -260,7 +264,7 @@ class ModelHost:
                         encoded.sha256,
                         verdict.vote_score,
                         verdict.test_score,
-                        data=self._kept(encoded.data),
+                        data=encoded.data,
                     ),
                 )
             if verdict.criterion and not self.status.criterion:
@@ -280,6 +284,7 @@ class ModelHost:
             mli.mli_accept_weights(proposal.weights)
             self._remember_accepted(proposal_id)
             self._adopted(proposal.sha256, proposal.vote_score, proposal.test_score, count_round=True)
+            self._current = _unnamed(proposal.data, proposal.sha256)
             self._write_checkpoint(proposal.data, proposal_id)
             return self.status
 
@@ -295,12 +300,9 @@ class ModelHost:
             if encoded.proposal_id:
                 self._remember_accepted(encoded.proposal_id)
             self._adopted(encoded.sha256, None, None, count_round=bool(encoded.proposal_id))
+            self._current = _unnamed(encoded.data, encoded.sha256)
             self._write_checkpoint(encoded.data, encoded.proposal_id)
             return self.status
-
-    def _kept(self, data: bytes | memoryview) -> bytes | memoryview | None:
-        """A proposal keeps its encoded buffer only for the checkpoint its accept will write."""
-        return data if self._checkpoints is not None else None
 
     def _remember_accepted(self, proposal_id: str) -> None:
         self._accepted_ids[proposal_id] = None
@@ -319,6 +321,12 @@ class ModelHost:
             gauge.set(float("nan") if value is None else value)
 
     def current_weights(self) -> EncodedWeights:
-        with self._lock:
-            data, _ = encode_weights(self._require_mli().mli_get_current_weights())
-        return EncodedWeights.wrap(data)
+        """The current weights, with no proposal id: sending them elsewhere is a plain SetWeights."""
+        current = self._current
+        if current is None:
+            raise NotSetUpError("no model is set up on this learner; call MLSetup first")
+        return current
+
+
+def _unnamed(data: bytes | memoryview, sha256: str) -> EncodedWeights:
+    return EncodedWeights(data=data, sha256=sha256)

@@ -14,9 +14,9 @@ class Proposal:
     sha256: str
     vote_score: float | None = None
     test_score: float | None = None
-    #: The encoded buffer the weights travelled as, kept (when the learner writes checkpoints) so that an
-    #: accept writes it as it is instead of encoding the weights again.
-    data: bytes | memoryview | None = None
+    #: The encoded buffer the weights travelled as: after an accept it is the current weights' encoding,
+    #: for GetCurrentWeights and the checkpoint. Weights decoded from it are views of it, not copies.
+    data: bytes | memoryview = b""
 
 
 class ProposalCache:

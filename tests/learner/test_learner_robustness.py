@@ -134,7 +134,9 @@ def test_model_calls_cannot_take_the_threads_that_answer_probes() -> None:
         first.start()
         while not learner.status().busy:
             time.sleep(0.01)
-        queued = learner.stub.GetCurrentWeights(pb.GetCurrentWeightsRequest(), timeout=30)
+        # A second proposal waits for the model lock (GetCurrentWeights no longer does: it sends the
+        # current weights' kept encoding).
+        queued = learner.stub.ProposeWeights(pb.ProposeWeightsRequest(), timeout=30)
         second = threading.Thread(target=lambda: list(queued), daemon=True)
         second.start()
         time.sleep(0.3)  # the second call now waits for the model lock, holding the last model slot
