@@ -1,8 +1,9 @@
 """``LearnerClient``: the machine-learning interface of a remote learner, over one reused gRPC channel.
 
-The client never decodes weights: what it gets from one learner it relays to the others as opaque
-``EncodedWeights``. Every call has a deadline; idempotent calls are retried on UNAVAILABLE by gRPC's own
-retry policy (see ``colearn_contract.grpc_options``). ``ClientSecurity`` adds TLS (mTLS with a client
+The client never decodes weights: what it gets from one learner it checks and relays to the others as
+``RelayedWeights``, the serialized parts as they came, so that N learners get the same bytes objects.
+Every call has a deadline; idempotent calls are retried on UNAVAILABLE by gRPC's own retry policy (see
+``colearn_contract.grpc_options``). ``ClientSecurity`` adds TLS (mTLS with a client
 certificate) and the bearer token; a TLS file that cannot be used fails ``start()`` before any connection.
 """
 
@@ -16,19 +17,14 @@ from typing import Any, TypeVar
 import grpc
 
 from backend_client.errors import LearnerError, LearnerUnavailableError, from_rpc_error
+from colearn_contract import SERVICE_NAME
 from colearn_contract.grpc_options import channel_options
 from colearn_contract.mli import MachineLearningInterface, ProposedWeights, Weights
 from colearn_contract.transport_security import ClientSecurity
 from colearn_contract.v1 import learner_pb2 as pb
 from colearn_contract.v1 import learner_pb2_grpc as pb_grpc
-from colearn_contract.weight_stream import (
-    DEFAULT_PART_BYTES,
-    MIB,
-    EncodedWeights,
-    WeightsStreamError,
-    assemble,
-    iter_parts,
-)
+from colearn_contract.weight_relay import RelayedWeights, receive_relayed, wire_parts_of
+from colearn_contract.weight_stream import DEFAULT_PART_BYTES, MIB, EncodedWeights, WeightsStreamError
 
 _T = TypeVar("_T")
 
@@ -58,6 +54,28 @@ class RemoteStatus:
     busy: bool
 
 
+class _WeightsMethods:
+    """The four weights methods with their parts as wire bytes: received unparsed and sent unserialized,
+    so that the client relays what it received without building it again for each learner."""
+
+    def __init__(self, channel: grpc.Channel) -> None:
+        def path(method: str) -> str:
+            return f"/{SERVICE_NAME}/{method}"
+
+        self.ProposeWeights = channel.unary_stream(
+            path("ProposeWeights"), request_serializer=pb.ProposeWeightsRequest.SerializeToString
+        )
+        self.GetCurrentWeights = channel.unary_stream(
+            path("GetCurrentWeights"), request_serializer=pb.GetCurrentWeightsRequest.SerializeToString
+        )
+        self.TestWeights = channel.stream_unary(
+            path("TestWeights"), response_deserializer=pb.TestWeightsResponse.FromString
+        )
+        self.SetWeights = channel.stream_unary(
+            path("SetWeights"), response_deserializer=pb.SetWeightsResponse.FromString
+        )
+
+
 class LearnerClient(MachineLearningInterface):
     def __init__(
         self,
@@ -79,6 +97,7 @@ class LearnerClient(MachineLearningInterface):
         self._part_bytes = part_bytes
         self._channel: grpc.Channel | None = None
         self._stub: pb_grpc.LearnerStub | None = None
+        self._weights: _WeightsMethods | None = None
 
     def __repr__(self) -> str:
         return f"LearnerClient({self.name!r}, {self.address!r})"
@@ -91,6 +110,7 @@ class LearnerClient(MachineLearningInterface):
             # Never plaintext in place of TLS: an unusable TLS file raises TransportSecurityError here.
             self._channel = self.security.channel(self.address, channel_options(self._max_message_bytes))
             self._stub = pb_grpc.LearnerStub(self._channel)
+            self._weights = _WeightsMethods(self._channel)
         try:
             grpc.channel_ready_future(self._channel).result(timeout=self.deadlines.connect)
         except grpc.FutureTimeoutError:
@@ -103,7 +123,7 @@ class LearnerClient(MachineLearningInterface):
     def stop(self) -> None:
         if self._channel is not None:
             self._channel.close()
-        self._channel, self._stub = None, None
+        self._channel, self._stub, self._weights = None, None, None
 
     def __enter__(self) -> LearnerClient:
         return self.start()
@@ -116,6 +136,12 @@ class LearnerClient(MachineLearningInterface):
         if self._stub is None:
             raise RuntimeError(f"{self!r} is not started; call start() first")
         return self._stub
+
+    @property
+    def _weights_methods(self) -> _WeightsMethods:
+        if self._weights is None:
+            raise RuntimeError(f"{self!r} is not started; call start() first")
+        return self._weights
 
     def _call(self, method: str, call: Callable[[], _T]) -> _T:
         try:
@@ -184,21 +210,25 @@ class LearnerClient(MachineLearningInterface):
 
     # -- the machine-learning interface ---------------------------------------------------------------
 
-    def _receive(self, method: str, responses: Callable[[], Iterator[pb.WeightsPart]]) -> EncodedWeights:
-        return self._call(method, lambda: assemble(responses(), self._max_weights_bytes))
+    def _receive(self, method: str, responses: Callable[[], Iterator[bytes]]) -> RelayedWeights:
+        return self._call(method, lambda: receive_relayed(responses(), self._max_weights_bytes))
 
     def mli_propose_weights(self) -> Weights:
-        encoded = self._receive(
+        relayed = self._receive(
             "ProposeWeights",
-            lambda: self.stub.ProposeWeights(pb.ProposeWeightsRequest(), timeout=self.deadlines.propose),
+            lambda: self._weights_methods.ProposeWeights(
+                pb.ProposeWeightsRequest(), timeout=self.deadlines.propose
+            ),
         )
-        return Weights(weights=encoded)
+        return Weights(weights=relayed)
 
     def mli_test_weights(self, weights: Weights) -> ProposedWeights:
         encoded = _encoded(weights)
         r = self._call(
             "TestWeights",
-            lambda: self.stub.TestWeights(iter_parts(encoded, self._part_bytes), timeout=self.deadlines.test),
+            lambda: self._weights_methods.TestWeights(
+                wire_parts_of(encoded, self._part_bytes), timeout=self.deadlines.test
+            ),
         )
         return ProposedWeights(
             weights=weights,
@@ -224,27 +254,27 @@ class LearnerClient(MachineLearningInterface):
                     raise
         self._call(
             "SetWeights",
-            lambda: self.stub.SetWeights(
-                iter_parts(encoded, self._part_bytes), timeout=self.deadlines.transfer
+            lambda: self._weights_methods.SetWeights(
+                wire_parts_of(encoded, self._part_bytes), timeout=self.deadlines.transfer
             ),
         )
 
     def mli_get_current_weights(self) -> Weights:
-        encoded = self._receive(
+        relayed = self._receive(
             "GetCurrentWeights",
-            lambda: self.stub.GetCurrentWeights(
+            lambda: self._weights_methods.GetCurrentWeights(
                 pb.GetCurrentWeightsRequest(), timeout=self.deadlines.transfer
             ),
         )
-        return Weights(weights=encoded)
+        return Weights(weights=relayed)
 
 
 class ExampleGRPCLearnerClient(LearnerClient):
     """colearn's name for the gRPC learner client, kept so that the tutorial runs unchanged."""
 
 
-def _encoded(weights: Weights) -> EncodedWeights:
-    if not isinstance(weights.weights, EncodedWeights):
+def _encoded(weights: Weights) -> EncodedWeights | RelayedWeights:
+    if not isinstance(weights.weights, EncodedWeights | RelayedWeights):
         raise TypeError(
             "a LearnerClient relays encoded weights from another learner, "
             f"not {type(weights.weights).__name__}"

@@ -19,7 +19,6 @@ on without them, and the next resync tries again.
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 from collections import Counter
 from collections.abc import Callable, Sequence
@@ -30,6 +29,7 @@ from backend_client.learner_client import LearnerClient, RemoteStatus
 from backend_client.results import Result
 from backend_client.rounds import play_round
 from colearn_contract.mli import Weights
+from colearn_contract.weight_relay import RelayedWeights
 from colearn_contract.weight_stream import EncodedWeights
 
 _log = logging.getLogger(__name__)
@@ -65,9 +65,9 @@ class FleetWeights:
     def accepted(self, proposal: Weights) -> Weights:
         """Records an accepted proposal as the fleet's weights (kept without its id, see the module)."""
         encoded = proposal.weights
-        if not isinstance(encoded, EncodedWeights):
+        if not isinstance(encoded, EncodedWeights | RelayedWeights):
             raise TypeError(f"the fleet's weights are encoded bytes, not {type(encoded).__name__}")
-        self.current = Weights(weights=dataclasses.replace(encoded, proposal_id=""))
+        self.current = Weights(weights=encoded.renamed(""))
         return self.current
 
     def resync(self, learners: Sequence[LearnerClient]) -> ResyncReport:

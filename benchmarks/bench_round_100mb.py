@@ -10,7 +10,6 @@ alternate, so that the machine's noise falls on both alike.
 
 from __future__ import annotations
 
-import dataclasses
 import statistics
 import time
 from collections.abc import Sequence
@@ -35,7 +34,7 @@ def colearn_028_round(learners: Sequence[LearnerClient], vote_threshold: float, 
     proposer = round_index % n
     proposal = learners[proposer].mli_propose_weights()
     # No proposal id: colearn had no proposal cache, so the accept below must be a SetWeights.
-    anonymous = Weights(weights=dataclasses.replace(proposal.weights, proposal_id=""))
+    anonymous = Weights(weights=proposal.weights.renamed(""))
     verdicts = [learner.mli_test_weights(anonymous) for learner in learners]
     approvals = sum(1 for v in verdicts if v.vote)
     accepted = approvals >= n * vote_threshold

@@ -5,9 +5,8 @@ step a 100 MiB proposal takes through the product's own functions, in the order 
 compares each with one memcpy of the same bytes into a warm buffer (the ratio says "how many memcpys").
 Part two runs real rounds over N=4 TOY learner processes and reads, per round, the user and system CPU
 seconds and the minor page faults of the proposer, the voters and this backend process from /proc.
-Part three is a what-if over the same learners, measured side by side with the product's round: the
-backend relays the proposer's serialized parts to the voters as they came (no protobuf parse, no sha256,
-no join, no re-split, no re-serialise), which is what "the backend relays opaque bytes" could cost.
+(Part three of earlier versions, a what-if in which the backend relays the serialized parts untouched, is
+what the product does now: ``colearn_contract.weight_relay``.)
 """
 
 from __future__ import annotations
@@ -19,19 +18,16 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import grpc
 import numpy as np
 import psutil
 from figures import emit, log, repetitions_parser, runs_from
 from learner_processes import LearnerProcesses, toy_clients
 from toy_learner import ToyLearner
 
-from backend_client.fan_out import fan_out
 from backend_client.learner_client import LearnerClient
 from backend_client.rounds import collective_learning_round
-from colearn_contract import SERVICE_NAME
-from colearn_contract.grpc_options import channel_options
 from colearn_contract.v1 import learner_pb2 as pb
+from colearn_contract.weight_relay import receive_relayed
 from colearn_contract.weight_stream import EncodedWeights, assemble, iter_parts
 from colearn_learner.weight_adapters import decode_weights, encode_weights
 
@@ -85,17 +81,21 @@ def stages(runs: int) -> None:
         state["joined"] = assemble(iter(state["received"]), 1 << 40)
         return state["joined"]
 
+    def relay() -> Any:
+        return receive_relayed(iter(state["wire"]), 1 << 40)
+
     def decode() -> Any:
         return decode_weights(state["joined"].data)
 
     steps: list[tuple[str, str, Callable[[], Any]]] = [
-        ("learner: encode_weights (safetensors.save)", "proposer, GetCurrentWeights", encode),
-        ("learner: sha256 (EncodedWeights.wrap)", "proposer, GetCurrentWeights", wrap),
-        ("sender: iter_parts (bytes() per part + WeightsPart)", "proposer; backend x(N-1) voters", split),
-        ("sender: protobuf SerializeToString of parts", "proposer; backend x(N-1) voters", serialize),
-        ("receiver: protobuf parse of parts", "backend; every voter", parse),
-        ("receiver: assemble (sha256 per part, one preallocated buffer)", "backend; every voter", join),
-        ("voter: decode_weights (copy to bytes, safetensors.load)", "every voter, SetWeights", decode),
+        ("learner: encode_weights (safetensors layout, in place)", "proposer", encode),
+        ("learner: sha256 (EncodedWeights.wrap)", "proposer", wrap),
+        ("sender: iter_parts (bytes() per part + WeightsPart)", "proposer, GetCurrentWeights", split),
+        ("sender: protobuf SerializeToString of parts", "proposer, GetCurrentWeights", serialize),
+        ("backend: receive_relayed (parse, sha256, keep the wire bytes)", "backend", relay),
+        ("voter: protobuf parse of parts", "every voter", parse),
+        ("voter: assemble (sha256 per part, one preallocated buffer)", "every voter", join),
+        ("voter: decode_weights (views of the buffer)", "every voter, SetWeights", decode),
     ]
     total: list[float] = []
     for name, where, call in steps:
@@ -185,103 +185,11 @@ def rounds(runs: int) -> None:
     )  # fmt: skip
 
 
-def _identity(raw: bytes) -> bytes:
-    return raw
-
-
-class RawRelay:
-    """The backend side of a round that forwards serialized weight parts untouched (a what-if)."""
-
-    def __init__(self, addresses: list[str]) -> None:
-        self.channels = [grpc.insecure_channel(a, options=channel_options(16 * MB)) for a in addresses]
-        self.propose = [
-            c.unary_stream(
-                f"/{SERVICE_NAME}/ProposeWeights",
-                request_serializer=pb.ProposeWeightsRequest.SerializeToString,
-                response_deserializer=_identity,
-            )
-            for c in self.channels
-        ]
-        self.test = [
-            c.stream_unary(
-                f"/{SERVICE_NAME}/TestWeights",
-                request_serializer=_identity,
-                response_deserializer=pb.TestWeightsResponse.FromString,
-            )
-            for c in self.channels
-        ]
-        self.accept = [
-            c.unary_unary(
-                f"/{SERVICE_NAME}/AcceptProposal",
-                request_serializer=pb.AcceptProposalRequest.SerializeToString,
-                response_deserializer=pb.AcceptProposalResponse.FromString,
-            )
-            for c in self.channels
-        ]
-
-    def round(self, round_index: int) -> bool:
-        n = len(self.channels)
-        proposer = round_index % n
-        parts = list(self.propose[proposer](pb.ProposeWeightsRequest(), timeout=600))
-        proposal_id = pb.WeightsPart.FromString(parts[0]).header.proposal_id  # only the header part
-        voters = [i for i in range(n) if i != proposer]
-        verdicts = fan_out(lambda i: self.test[i](iter(parts), timeout=600), voters)
-        if any(isinstance(v, BaseException) for v in verdicts.values()):
-            raise RuntimeError(f"relay round {round_index}: {verdicts}")
-        approvals = sum(1 for v in verdicts.values() if v.vote)
-        if approvals < (n - 1) * 0.5:
-            return False
-        request = pb.AcceptProposalRequest(proposal_id=proposal_id)
-        accepted = fan_out(lambda i: self.accept[i](request, timeout=600), [proposer, *voters])
-        if any(isinstance(v, BaseException) for v in accepted.values()):
-            raise RuntimeError(f"relay accept {round_index}: {accepted}")
-        return True
-
-    def close(self) -> None:
-        for channel in self.channels:
-            channel.close()
-
-
-def relay_what_if(runs: int) -> None:
-    fleet = LearnerProcesses(N_LEARNERS)
-    clients: list[LearnerClient] = []
-    relay: RawRelay | None = None
-    product: list[float] = []
-    relayed: list[float] = []
-    try:
-        fleet.start()
-        clients = toy_clients(fleet.addresses, WEIGHTS_MB)
-        relay = RawRelay(fleet.addresses)
-        collective_learning_round(clients, 0.5, 0)  # warm-up of both kinds
-        relay.round(1)
-        for r in range(runs):
-            start = time.perf_counter()
-            collective_learning_round(clients, 0.5, 2 + 2 * r)
-            product.append(time.perf_counter() - start)
-            start = time.perf_counter()
-            if not relay.round(3 + 2 * r):
-                raise RuntimeError("the relay round was not accepted")
-            relayed.append(time.perf_counter() - start)
-            log(f"relay what-if {r + 1}/{runs}: product {product[-1]:.3f} s, raw relay {relayed[-1]:.3f} s")
-    finally:
-        if relay is not None:
-            relay.close()
-        for client in clients:
-            client.stop()
-        fleet.stop()
-    emit(
-        "what_if_round_n4_100mb_raw_relay", "s", relayed,
-        baseline="product collective_learning_round, same learners, same run", baseline_samples=product,
-        target="", informational="backend forwards serialized parts untouched; learners unchanged",
-    )  # fmt: skip
-
-
 def main() -> None:
     args = repetitions_parser(__doc__.splitlines()[0], default_runs=5, quick_runs=3).parse_args()
     runs = runs_from(args)
     stages(runs)
     rounds(runs)
-    relay_what_if(runs)
 
 
 if __name__ == "__main__":

@@ -31,6 +31,7 @@ from backend_client import (
 from backend_client.fan_out import fan_out
 from backend_client.learner_client import RemoteStatus
 from backend_client.results import ABSENT, APPROVE, NONE, PROPOSER, REJECT
+from colearn_contract.weight_stream import EncodedWeights
 
 N = 5
 STANDARD = "{}"
@@ -464,7 +465,7 @@ def test_the_proposer_accepts_its_own_proposal_by_id(fleet: Fleet) -> None:
 def test_weights_that_do_not_fit_the_model_are_refused_and_change_nothing(fleet: Fleet) -> None:
     proposal = fleet.clients[0].mli_propose_weights()
     before = fleet.models([1])
-    bad = type(proposal)(weights=type(proposal.weights).wrap(b"not safetensors at all", proposal_id="x" * 32))
+    bad = type(proposal)(weights=EncodedWeights.wrap(b"not safetensors at all", proposal_id="x" * 32))
     with pytest.raises(LearnerError) as caught:
         fleet.clients[1].mli_accept_weights(bad)
     assert caught.value.code is not None and caught.value.code.name == "INVALID_ARGUMENT"

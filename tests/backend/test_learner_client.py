@@ -24,6 +24,7 @@ from backend_client import (
 )
 from colearn_contract.v1 import learner_pb2 as pb
 from colearn_contract.v1 import learner_pb2_grpc as pb_grpc
+from colearn_contract.weight_relay import RelayedWeights
 from colearn_contract.weight_stream import EncodedWeights, iter_parts
 from colearn_learner import GRPCServer
 
@@ -197,12 +198,12 @@ def test_the_mli_over_grpc_relays_opaque_weights(start_server: Callable[..., GRP
         digest = set_up(first, 0)
         assert set_up(second, 1) == digest  # the same seeded initial weights
         current = first.mli_get_current_weights()
-        assert isinstance(current.weights, EncodedWeights)
+        assert isinstance(current.weights, RelayedWeights)
         assert current.weights.sha256 == digest == first.get_status().weights_sha256
         assert current.weights.proposal_id == ""
 
         proposal = first.mli_propose_weights()
-        assert isinstance(proposal.weights, EncodedWeights) and proposal.weights.proposal_id
+        assert isinstance(proposal.weights, RelayedWeights) and proposal.weights.proposal_id
         assert proposal.weights.sha256 != digest
         assert first.get_status().weights_sha256 == digest  # proposing adopts nothing
 

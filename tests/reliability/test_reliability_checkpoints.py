@@ -7,7 +7,6 @@ kill -9 for the crash.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import logging
 import os
@@ -106,7 +105,7 @@ def test_each_accept_is_written_with_its_round_and_digests(learners: list[Learne
 
     # A SetWeights that names a proposal is that proposal's accept: a round. One without is not.
     second = learner.client.mli_propose_weights()
-    learner.client.mli_accept_weights(Weights(dataclasses.replace(second.weights, proposal_id="")))
+    learner.client.mli_accept_weights(Weights(second.weights.renamed("")))
     meta, _ = read_checkpoint(only_checkpoint(folder))
     assert (meta["accepted_rounds"], meta["weights_sha256"]) == (1, second.weights.sha256)
     third = learner.client.mli_propose_weights()
