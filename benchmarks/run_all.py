@@ -23,6 +23,8 @@ SCRIPTS = (
     "bench_fanout.py",
     "bench_transfer.py",
     "bench_startup.py",
+    "bench_scale.py",
+    "bench_concurrency_models.py",
     "profile_round_100mb.py",
 )
 SCRIPT_TIMEOUT_S = 900
