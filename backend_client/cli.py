@@ -23,6 +23,7 @@ from backend_client.learner_client import Deadlines, LearnerClient
 from backend_client.local_fleet import LocalFleet
 from backend_client.results import Result, Results
 from colearn_contract.cli_flags import add_flag, whole_number
+from colearn_contract.memory_reuse import reuse_freed_memory
 from colearn_contract.transport_security import ClientSecurity
 
 console = Console(stderr=True)
@@ -244,6 +245,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    reuse_freed_memory()  # this process relays weight streams; see colearn_contract.memory_reuse
     logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         return args.func(args)

@@ -25,6 +25,7 @@ from learner_processes import LearnerProcesses, toy_clients
 
 from backend_client.learner_client import LearnerClient
 from backend_client.rounds import collective_learning_round
+from colearn_contract.memory_reuse import reuse_freed_memory
 
 N_MAX = 8
 TRAIN_S = 0.5
@@ -46,6 +47,7 @@ def timed_round(kind: Callable[..., object], learners: Sequence[LearnerClient], 
 
 
 def main() -> None:
+    reuse_freed_memory()  # this process plays the backend: the settings colearn-backend applies
     args = repetitions_parser(__doc__.splitlines()[0], default_runs=5, quick_runs=3).parse_args()
     runs = runs_from(args)
     ours: dict[int, list[float]] = {1: [], 2: [], 8: []}

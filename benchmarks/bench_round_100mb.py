@@ -19,6 +19,7 @@ from learner_processes import LearnerProcesses, toy_clients
 
 from backend_client.learner_client import LearnerClient
 from backend_client.rounds import collective_learning_round
+from colearn_contract.memory_reuse import reuse_freed_memory
 from colearn_contract.mli import Weights
 
 N_LEARNERS = 4
@@ -45,6 +46,7 @@ def colearn_028_round(learners: Sequence[LearnerClient], vote_threshold: float, 
 
 
 def main() -> None:
+    reuse_freed_memory()  # this process plays the backend: the settings colearn-backend applies
     args = repetitions_parser(__doc__.splitlines()[0], default_runs=7, quick_runs=3).parse_args()
     runs = runs_from(args)
     ours: list[float] = []

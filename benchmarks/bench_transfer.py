@@ -24,6 +24,7 @@ from figures import emit, log, repetitions_parser, runs_from
 from learner_processes import HOST, LearnerProcesses, bench_env, free_port, probe_serving
 
 from backend_client.learner_client import LearnerClient
+from colearn_contract.memory_reuse import reuse_freed_memory
 
 MIB = 1024 * 1024
 WEIGHTS_MB = 100.0
@@ -116,6 +117,7 @@ def throughput(size: int, seconds: list[float]) -> list[float]:
 
 
 def main() -> None:
+    reuse_freed_memory()  # this process plays the backend: the settings colearn-backend applies
     args = repetitions_parser(__doc__.splitlines()[0], default_runs=7, quick_runs=3).parse_args()
     runs = runs_from(args)
     get_s: list[float] = []

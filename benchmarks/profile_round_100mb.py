@@ -26,6 +26,7 @@ from toy_learner import ToyLearner
 
 from backend_client.learner_client import LearnerClient
 from backend_client.rounds import collective_learning_round
+from colearn_contract.memory_reuse import reuse_freed_memory
 from colearn_contract.v1 import learner_pb2 as pb
 from colearn_contract.weight_relay import receive_relayed
 from colearn_contract.weight_stream import EncodedWeights, assemble, iter_parts
@@ -186,6 +187,7 @@ def rounds(runs: int) -> None:
 
 
 def main() -> None:
+    reuse_freed_memory()  # this process plays the backend: the settings colearn-backend applies
     args = repetitions_parser(__doc__.splitlines()[0], default_runs=5, quick_runs=3).parse_args()
     runs = runs_from(args)
     stages(runs)

@@ -91,8 +91,8 @@ def _load_plugins(modules: list[str]) -> None:
 
 def serve(args: argparse.Namespace) -> int:
     settings = _settings(args)
+    from colearn_contract.memory_reuse import reuse_freed_memory
     from colearn_learner.factory import ExampleMliFactory
-    from colearn_learner.memory_reuse import reuse_freed_memory
     from colearn_learner.server import GRPCServer
 
     reuse_freed_memory()  # this process is a learner: it streams weights all its life

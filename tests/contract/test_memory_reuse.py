@@ -7,13 +7,13 @@ import sys
 
 import pytest
 
-from colearn_learner.memory_reuse import reuse_freed_memory
+from colearn_contract.memory_reuse import reuse_freed_memory
 
 # Receives a "stream" of 50 parts of 2 MiB twice, keeping every part until the stream ends (as the backend
 # keeps a relayed proposal), and prints the minor page faults of the second stream.
 _STREAMS = """
 import resource, sys
-from colearn_learner.memory_reuse import reuse_freed_memory
+from colearn_contract.memory_reuse import reuse_freed_memory
 if sys.argv[1] == "reuse":
     assert reuse_freed_memory()
 def stream():

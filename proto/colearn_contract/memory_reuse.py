@@ -1,4 +1,4 @@
-"""Keep freed memory for reuse in a learner process, which streams large weights (glibc's malloc, mallopt(3)).
+"""Keep freed memory for reuse in processes that stream large weights (glibc's malloc, via mallopt(3)).
 
 gRPC hands every message of a weights stream over as a new 2 MiB ``bytes`` object. With its default
 settings glibc returns such blocks to the kernel as soon as they are freed (an mmap() of its own, or a trim
@@ -8,11 +8,12 @@ heap (bigger buffers, such as a whole model's, still get their own mapping and g
 the heap top is trimmed only beyond 512 MiB of free space.
 
 Measured on the 100 MiB round with 4 learners (``benchmarks/bench_round_100mb.py``, this 2-core machine,
-medians of 5): 0.84 s without, 0.55 s with the settings in the learners alone, 0.58 s and 0.63 s with them
-in the backend too or in the backend alone. So ``colearn-learner serve`` applies them, and the backend, a
-library that may live in a user's own process, does not. The price is memory a learner holds after a
-stream, at most the trim threshold; the next stream reuses it. Embedding ``GRPCServer`` in a process of
-your own leaves that process's allocator alone.
+medians of 5): 0.84 s without, 0.55 s with the settings in the learners. The backend keeps every part of
+a relayed proposal, so its streams fault the same way (60,000 minor faults per round without them); see
+``benchmarks/BENCHMARKS.md`` for the figures with both applied. ``colearn-learner serve`` and the
+``colearn-backend`` command apply them at start; a process that merely imports the packages (embedding
+``GRPCServer`` or ``LearnerClient``) keeps its own allocator settings. The price is memory a process holds
+after a stream, at most the trim threshold; the next stream reuses it.
 """
 
 from __future__ import annotations
