@@ -5,7 +5,7 @@ settings glibc returns such blocks to the kernel as soon as they are freed (an m
 of the heap top), so the next stream touches fresh pages again: one page fault per 4 KiB, about 25,000 per
 100 MiB received. Two settings keep that memory in the process instead: blocks under 8 MiB come from the
 heap (bigger buffers, such as a whole model's, still get their own mapping and go back when freed), and
-the heap top is trimmed only beyond 512 MiB of free space.
+the heap top is trimmed only beyond 128 MiB of free space.
 
 Measured on the 100 MiB round with 4 learners (``benchmarks/bench_round_100mb.py``, this 2-core machine,
 medians of 5): 0.84 s without, 0.55 s with the settings in the learners. The backend keeps every part of
@@ -26,7 +26,7 @@ _log = logging.getLogger(__name__)
 _M_TRIM_THRESHOLD = -1  # mallopt(3) parameter numbers, from glibc's malloc.h
 _M_MMAP_THRESHOLD = -3
 MMAP_THRESHOLD_BYTES = 8 * 1024 * 1024
-TRIM_THRESHOLD_BYTES = 512 * 1024 * 1024
+TRIM_THRESHOLD_BYTES = 128 * 1024 * 1024
 
 
 def reuse_freed_memory() -> bool:
