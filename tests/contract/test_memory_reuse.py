@@ -10,25 +10,29 @@ import pytest
 from colearn_contract.memory_reuse import reuse_freed_memory
 
 # Receives a "stream" of 50 parts of 2 MiB twice, keeping every part until the stream ends (as the backend
-# keeps a relayed proposal), and prints the minor page faults of the second stream.
+# keeps a relayed proposal), each on a thread of its own (as gRPC's threads allocate message buffers), and
+# prints the minor page faults of the second stream.
 _STREAMS = """
-import resource, sys
+import resource, sys, threading
 from colearn_contract.memory_reuse import reuse_freed_memory
 if sys.argv[1] == "reuse":
     assert reuse_freed_memory()
 def stream():
     parts = [bytes([i]) * (2 << 20) for i in range(50)]
     del parts
-stream()
+def on_a_thread():
+    thread = threading.Thread(target=stream) if sys.argv[2] == "threads" else None
+    (thread.start(), thread.join()) if thread else stream()
+on_a_thread()
 before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
-stream()
+on_a_thread()
 print(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
 """
 
 
-def second_stream_faults(mode: str) -> int:
+def second_stream_faults(mode: str, where: str = "main") -> int:
     done = subprocess.run(
-        [sys.executable, "-c", _STREAMS, mode], capture_output=True, text=True, timeout=60, check=True
+        [sys.executable, "-c", _STREAMS, mode, where], capture_output=True, text=True, timeout=60, check=True
     )
     return int(done.stdout.strip())
 
@@ -40,3 +44,11 @@ def test_a_second_stream_reuses_the_first_ones_memory() -> None:
     pages = 50 * (2 << 20) // 4096  # 25,600 pages of 4 KiB in one 100 MiB stream
     assert second_stream_faults("default") > pages // 2  # glibc gave the first stream's memory back
     assert second_stream_faults("reuse") < pages // 10  # kept, and reused
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="mallopt is glibc's")
+def test_threads_share_the_memory_kept() -> None:
+    if not reuse_freed_memory():
+        pytest.skip("this C library has no glibc mallopt")
+    pages = 50 * (2 << 20) // 4096
+    assert second_stream_faults("reuse", "threads") < pages // 10
