@@ -194,7 +194,12 @@ def test_recording_rules_evaluate_on_real_series(monitored: Monitored, queries: 
 
 
 def test_a_healthy_fleet_raises_no_alert(monitored: Monitored, queries: list[str]) -> None:
-    alerts = query(monitored.prometheus.url, "ALERTS")
+    # Every learner is scraped once before its MLSetup (colearn_model_ready 0), so ColearnLearnerNotReady
+    # can be pending until a later scrape and then a rule evaluation (5 s apart each) see the model set up.
+    # A healthy fleet settles within those intervals: wait for that, bounded, then check.
+    url = monitored.prometheus.url
+    wait_for(lambda: not query(url, "ALERTS"), timeout=3 * 5)
+    alerts = query(url, "ALERTS")
     assert not alerts, [a["metric"] for a in alerts]
 
 
