@@ -245,7 +245,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    reuse_freed_memory()  # this process relays weight streams; see colearn_contract.memory_reuse
+    reuse_freed_memory(one_heap=True)  # this process relays weight streams; see colearn_contract.memory_reuse
     logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         return args.func(args)

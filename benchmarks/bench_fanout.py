@@ -47,7 +47,7 @@ def timed_round(kind: Callable[..., object], learners: Sequence[LearnerClient], 
 
 
 def main() -> None:
-    reuse_freed_memory()  # this process plays the backend: the settings colearn-backend applies
+    reuse_freed_memory(one_heap=True)  # this process plays the backend: the settings colearn-backend applies
     args = repetitions_parser(__doc__.splitlines()[0], default_runs=5, quick_runs=3).parse_args()
     runs = runs_from(args)
     ours: dict[int, list[float]] = {1: [], 2: [], 8: []}

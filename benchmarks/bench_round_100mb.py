@@ -46,7 +46,7 @@ def colearn_028_round(learners: Sequence[LearnerClient], vote_threshold: float, 
 
 
 def main() -> None:
-    reuse_freed_memory()  # this process plays the backend: the settings colearn-backend applies
+    reuse_freed_memory(one_heap=True)  # this process plays the backend: the settings colearn-backend applies
     args = repetitions_parser(__doc__.splitlines()[0], default_runs=7, quick_runs=3).parse_args()
     runs = runs_from(args)
     ours: list[float] = []

@@ -194,7 +194,7 @@ def _ru_maxrss_bytes() -> int:
 
 def backend_driver(kind: str, first_round: int, addresses: list[str]) -> None:
     """The backend as its own process: one warm-up round, then one measured round; one JSON line on stdout."""
-    reuse_freed_memory()  # this process plays the backend: the settings colearn-backend applies
+    reuse_freed_memory(one_heap=True)  # this process plays the backend: the settings colearn-backend applies
     play = ROUND_KINDS[kind]
     me = psutil.Process()
 
@@ -323,7 +323,7 @@ def backend_rss(runs: int) -> None:
 
 
 def main() -> None:
-    reuse_freed_memory()  # this process plays the backend: the settings colearn-backend applies
+    reuse_freed_memory(one_heap=True)  # this process plays the backend: the settings colearn-backend applies
     parser = repetitions_parser(__doc__.splitlines()[0], default_runs=5, quick_runs=3)
     parser.add_argument(
         "--only",

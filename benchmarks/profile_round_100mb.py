@@ -187,7 +187,7 @@ def rounds(runs: int) -> None:
 
 
 def main() -> None:
-    reuse_freed_memory()  # this process plays the backend: the settings colearn-backend applies
+    reuse_freed_memory(one_heap=True)  # this process plays the backend: the settings colearn-backend applies
     args = repetitions_parser(__doc__.splitlines()[0], default_runs=5, quick_runs=3).parse_args()
     runs = runs_from(args)
     stages(runs)

@@ -3,13 +3,17 @@
 gRPC hands every message of a weights stream over as a new 2 MiB ``bytes`` object. With its default
 settings glibc returns such blocks to the kernel as soon as they are freed (an mmap() of its own, or a trim
 of the heap top), so the next stream touches fresh pages again: one page fault per 4 KiB, about 25,000 per
-100 MiB received. Three settings keep that memory in the process instead: blocks under 8 MiB come from the
-heap (bigger buffers, such as a whole model's, still get their own mapping and go back when freed), the
-heap top is trimmed only beyond 128 MiB of free space, and all threads share one heap. gRPC's own threads
-allocate message buffers too; with glibc's default of one heap per thread, each heap kept its own free
-memory, and the backend's peak RSS in an 8-learner 100 MiB round rose from 2.4x to 3.1-3.3x the weights.
-With one heap it is 1.9x, the round's growth over the backend's idle RSS is ~0, and the round did not slow
-down (0.55 s and 0.51 s against 0.82 s and 0.55 s, medians of 5, alternated runs).
+100 MiB received. Two settings keep that memory in the process instead: blocks under 8 MiB come from the
+heap (bigger buffers, such as a whole model's, still get their own mapping and go back when freed), and the
+heap top is trimmed only beyond 128 MiB of free space.
+
+``one_heap`` also makes all threads share one heap. gRPC's own threads allocate message buffers; with
+glibc's default of a heap per thread, each heap kept free memory of its own, and the backend's peak RSS in
+an 8-learner 100 MiB round rose from 2.4x to 3.1-3.3x the weights. With one heap it is 1.9x and the round
+did not slow down (0.55 s and 0.51 s against 0.82 s and 0.55 s, medians of 5, alternated runs). The
+backend uses it. A learner does not: one heap made its rounds no faster (0.519/0.489 s against
+0.518/0.498 s), and the ML frameworks it hosts allocate from many threads, where one heap's lock could
+cost on a many-core host (not measurable on this 2-core machine).
 
 Measured on the 100 MiB round with 4 learners (``benchmarks/bench_round_100mb.py``, this 2-core machine,
 medians of 5): 0.84 s without, 0.55 s with the settings in the learners. The backend keeps every part of
@@ -35,7 +39,7 @@ TRIM_THRESHOLD_BYTES = 128 * 1024 * 1024
 ARENAS = 1
 
 
-def reuse_freed_memory() -> bool:
+def reuse_freed_memory(*, one_heap: bool) -> bool:
     """Applies the settings to this process; False (and nothing changed) where the C library has no
     glibc ``mallopt``, e.g. musl."""
     try:
@@ -47,6 +51,6 @@ def reuse_freed_memory() -> bool:
     settings = (
         (_M_MMAP_THRESHOLD, MMAP_THRESHOLD_BYTES),
         (_M_TRIM_THRESHOLD, TRIM_THRESHOLD_BYTES),
-        (_M_ARENA_MAX, ARENAS),
+        *(((_M_ARENA_MAX, ARENAS),) if one_heap else ()),
     )
     return all(mallopt(parameter, value) == 1 for parameter, value in settings)

@@ -95,7 +95,7 @@ def serve(args: argparse.Namespace) -> int:
     from colearn_learner.factory import ExampleMliFactory
     from colearn_learner.server import GRPCServer
 
-    reuse_freed_memory()  # this process is a learner: it streams weights all its life
+    reuse_freed_memory(one_heap=False)  # this process is a learner: it streams weights all its life
 
     factory = ExampleMliFactory()
     _load_plugins(settings.plugins)

@@ -16,7 +16,7 @@ _STREAMS = """
 import resource, sys, threading
 from colearn_contract.memory_reuse import reuse_freed_memory
 if sys.argv[1] == "reuse":
-    assert reuse_freed_memory()
+    assert reuse_freed_memory(one_heap=sys.argv[2] == "threads")
 def stream():
     parts = [bytes([i]) * (2 << 20) for i in range(50)]
     del parts
@@ -39,7 +39,7 @@ def second_stream_faults(mode: str, where: str = "main") -> int:
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="mallopt is glibc's")
 def test_a_second_stream_reuses_the_first_ones_memory() -> None:
-    if not reuse_freed_memory():
+    if not reuse_freed_memory(one_heap=False):
         pytest.skip("this C library has no glibc mallopt")
     pages = 50 * (2 << 20) // 4096  # 25,600 pages of 4 KiB in one 100 MiB stream
     assert second_stream_faults("default") > pages // 2  # glibc gave the first stream's memory back
@@ -48,7 +48,7 @@ def test_a_second_stream_reuses_the_first_ones_memory() -> None:
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="mallopt is glibc's")
 def test_threads_share_the_memory_kept() -> None:
-    if not reuse_freed_memory():
+    if not reuse_freed_memory(one_heap=False):
         pytest.skip("this C library has no glibc mallopt")
     pages = 50 * (2 << 20) // 4096
     assert second_stream_faults("reuse", "threads") < pages // 10
