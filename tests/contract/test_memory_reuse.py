@@ -1,13 +1,12 @@
-"""The learner keeps freed stream memory for the next stream: counted in page faults, not in seconds."""
+"""Processes that stream weights keep freed memory for the next stream, counted in page faults."""
 
 from __future__ import annotations
 
+import ctypes
 import subprocess
 import sys
 
 import pytest
-
-from colearn_contract.memory_reuse import reuse_freed_memory
 
 # Receives a "stream" of 50 parts of 2 MiB twice, keeping every part until the stream ends (as the backend
 # keeps a relayed proposal), each on a thread of its own (as gRPC's threads allocate message buffers), and
@@ -37,18 +36,20 @@ def second_stream_faults(mode: str, where: str = "main") -> int:
     return int(done.stdout.strip())
 
 
-@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="mallopt is glibc's")
+# Probed without calling it: the settings would stay with this test process.
+needs_mallopt = pytest.mark.skipif(
+    not hasattr(ctypes.CDLL(None), "mallopt"), reason="this C library has no glibc mallopt"
+)
+
+
+@needs_mallopt
 def test_a_second_stream_reuses_the_first_ones_memory() -> None:
-    if not reuse_freed_memory(one_heap=False):
-        pytest.skip("this C library has no glibc mallopt")
     pages = 50 * (2 << 20) // 4096  # 25,600 pages of 4 KiB in one 100 MiB stream
     assert second_stream_faults("default") > pages // 2  # glibc gave the first stream's memory back
     assert second_stream_faults("reuse") < pages // 10  # kept, and reused
 
 
-@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="mallopt is glibc's")
+@needs_mallopt
 def test_threads_share_the_memory_kept() -> None:
-    if not reuse_freed_memory(one_heap=False):
-        pytest.skip("this C library has no glibc mallopt")
     pages = 50 * (2 << 20) // 4096
     assert second_stream_faults("reuse", "threads") < pages // 10
