@@ -20,8 +20,14 @@ WHEELHOUSE    ?=
 LEARNERS      ?= 3
 IMAGE_BUILD_ARGS = --build-arg BASE_IMAGE=$(BASE_IMAGE) --build-arg WHEELHOUSE=$(WHEELHOUSE)
 
-.PHONY: install proto lock test lint demo bench clean image image-gpu wheelhouse compose-up compose-down test-e2e \
-	helm-lint test-helm
+.PHONY: install proto lock test lint contract contract-release buf demo bench clean image image-gpu wheelhouse \
+	compose-up compose-down test-e2e helm-lint test-helm
+
+# The wire contract's linter and breaking-change check: the npm package @bufbuild/buf, pinned, in tools/.
+BUF_VERSION ?= 1.75.0
+BUF_DIR      = tools/buf
+BUF          = $(BUF_DIR)/node_modules/.bin/buf
+RELEASED_CONTRACT = proto/released/colearn-v1.binpb
 
 install: $(VENV)/.installed
 
@@ -45,8 +51,25 @@ lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
-test: lint
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+buf: $(BUF_DIR)/.installed-$(BUF_VERSION)
+
+$(BUF_DIR)/.installed-$(BUF_VERSION):
+	npm install --prefix $(BUF_DIR) --no-audit --no-fund --loglevel=error @bufbuild/buf@$(BUF_VERSION)
+	$(BUF) --version
+	touch $@
+
+# buf lint with the STANDARD rules (exceptions, each with its reason, in proto/buf.yaml), and buf breaking
+# against the contract as released: a change that would break a deployed peer fails here.
+contract: buf
+	$(BUF) lint proto
+	$(BUF) breaking proto --against $(RELEASED_CONTRACT)
+
+# Only when a new contract version is released: the image every later change is checked against.
+contract-release: buf
+	$(BUF) build proto --exclude-source-info -o $(RELEASED_CONTRACT)
+
+test: lint contract
+	COLEARN_REQUIRE_TOOLS=1 $(BIN)/python -m pytest $(PYTEST_ARGS)
 
 demo: install
 	$(BIN)/colearn-backend demo

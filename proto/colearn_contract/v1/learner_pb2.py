@@ -22,51 +22,64 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
+from google.protobuf import struct_pb2 as google_dot_protobuf_dot_struct__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n!colearn_contract/v1/learner.proto\x12\ncolearn.v1\"\x15\n\x13QueryVersionRequest\"9\n\x14QueryVersionResponse\x12\x0f\n\x07version\x18\x01 \x01(\t\x12\x10\n\x08\x63ontract\x18\x02 \x01(\t\"\x1d\n\x1bQuerySupportedSystemRequest\"W\n\x0e\x44\x61taloaderSpec\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x1a\n\x12\x64\x65\x66\x61ult_parameters\x18\x02 \x01(\t\x12\x1b\n\x13required_parameters\x18\x03 \x03(\t\"U\n\tModelSpec\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x1a\n\x12\x64\x65\x66\x61ult_parameters\x18\x02 \x01(\t\x12\x1e\n\x16\x63ompatible_dataloaders\x18\x03 \x03(\t\"v\n\x1cQuerySupportedSystemResponse\x12/\n\x0b\x64\x61taloaders\x18\x01 \x03(\x0b\x32\x1a.colearn.v1.DataloaderSpec\x12%\n\x06models\x18\x02 \x03(\x0b\x32\x15.colearn.v1.ModelSpec\"v\n\x0eMLSetupRequest\x12\x17\n\x0f\x64\x61taloader_name\x18\x01 \x01(\t\x12\x1d\n\x15\x64\x61taloader_parameters\x18\x02 \x01(\t\x12\x12\n\nmodel_name\x18\x03 \x01(\t\x12\x18\n\x10model_parameters\x18\x04 \x01(\t\"<\n\x0fMLSetupResponse\x12\x11\n\tunchanged\x18\x01 \x01(\x08\x12\x16\n\x0eweights_sha256\x18\x02 \x01(\t\"\x17\n\x15ProposeWeightsRequest\"F\n\rWeightsHeader\x12\x13\n\x0bproposal_id\x18\x01 \x01(\t\x12\x10\n\x08\x65ncoding\x18\x02 \x01(\t\x12\x0e\n\x06sha256\x18\x03 \x01(\t\"k\n\x0bWeightsPart\x12)\n\x06header\x18\x01 \x01(\x0b\x32\x19.colearn.v1.WeightsHeader\x12\x0e\n\x06offset\x18\x02 \x01(\x04\x12\x13\n\x0btotal_bytes\x18\x03 \x01(\x04\x12\x0c\n\x04\x64\x61ta\x18\x04 \x01(\x0c\"\xa9\x01\n\x13TestWeightsResponse\x12\x13\n\x0bproposal_id\x18\x01 \x01(\t\x12\x17\n\nvote_score\x18\x02 \x01(\x01H\x00\x88\x01\x01\x12\x17\n\ntest_score\x18\x03 \x01(\x01H\x01\x88\x01\x01\x12\x11\n\x04vote\x18\x04 \x01(\x08H\x02\x88\x01\x01\x12\x11\n\tcriterion\x18\x05 \x01(\tB\r\n\x0b_vote_scoreB\r\n\x0b_test_scoreB\x07\n\x05_vote\",\n\x12SetWeightsResponse\x12\x16\n\x0eweights_sha256\x18\x01 \x01(\t\",\n\x15\x41\x63\x63\x65ptProposalRequest\x12\x13\n\x0bproposal_id\x18\x01 \x01(\t\"I\n\x16\x41\x63\x63\x65ptProposalResponse\x12\x16\n\x0eweights_sha256\x18\x01 \x01(\t\x12\x17\n\x0f\x61\x63\x63\x65pted_rounds\x18\x02 \x01(\x04\"\x1a\n\x18GetCurrentWeightsRequest\"\x12\n\x10GetStatusRequest\"\xf1\x01\n\x11GetStatusResponse\x12\r\n\x05ready\x18\x01 \x01(\x08\x12\x12\n\nmodel_name\x18\x02 \x01(\t\x12\x17\n\x0f\x64\x61taloader_name\x18\x03 \x01(\t\x12\x17\n\x0f\x61\x63\x63\x65pted_rounds\x18\x04 \x01(\x04\x12\x16\n\x0eweights_sha256\x18\x05 \x01(\t\x12\x17\n\nvote_score\x18\x06 \x01(\x01H\x00\x88\x01\x01\x12\x17\n\ntest_score\x18\x07 \x01(\x01H\x01\x88\x01\x01\x12\x11\n\tcriterion\x18\x08 \x01(\t\x12\x0c\n\x04\x62usy\x18\t \x01(\x08\x42\r\n\x0b_vote_scoreB\r\n\x0b_test_score2\xe8\x05\n\x07Learner\x12Q\n\x0cQueryVersion\x12\x1f.colearn.v1.QueryVersionRequest\x1a .colearn.v1.QueryVersionResponse\x12i\n\x14QuerySupportedSystem\x12\'.colearn.v1.QuerySupportedSystemRequest\x1a(.colearn.v1.QuerySupportedSystemResponse\x12\x42\n\x07MLSetup\x12\x1a.colearn.v1.MLSetupRequest\x1a\x1b.colearn.v1.MLSetupResponse\x12N\n\x0eProposeWeights\x12!.colearn.v1.ProposeWeightsRequest\x1a\x17.colearn.v1.WeightsPart0\x01\x12I\n\x0bTestWeights\x12\x17.colearn.v1.WeightsPart\x1a\x1f.colearn.v1.TestWeightsResponse(\x01\x12G\n\nSetWeights\x12\x17.colearn.v1.WeightsPart\x1a\x1e.colearn.v1.SetWeightsResponse(\x01\x12W\n\x0e\x41\x63\x63\x65ptProposal\x12!.colearn.v1.AcceptProposalRequest\x1a\".colearn.v1.AcceptProposalResponse\x12T\n\x11GetCurrentWeights\x12$.colearn.v1.GetCurrentWeightsRequest\x1a\x17.colearn.v1.WeightsPart0\x01\x12H\n\tGetStatus\x12\x1c.colearn.v1.GetStatusRequest\x1a\x1d.colearn.v1.GetStatusResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n!colearn_contract/v1/learner.proto\x12\ncolearn.v1\x1a\x1cgoogle/protobuf/struct.proto\"\x15\n\x13QueryVersionRequest\"9\n\x14QueryVersionResponse\x12\x0f\n\x07version\x18\x01 \x01(\t\x12\x10\n\x08\x63ontract\x18\x02 \x01(\t\"\x1d\n\x1bQuerySupportedSystemRequest\"v\n\x0e\x44\x61taloaderSpec\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x1b\n\x13required_parameters\x18\x03 \x03(\t\x12\x33\n\x12\x64\x65\x66\x61ult_parameters\x18\x04 \x01(\x0b\x32\x17.google.protobuf.StructJ\x04\x08\x02\x10\x03\"t\n\tModelSpec\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x1e\n\x16\x63ompatible_dataloaders\x18\x03 \x03(\t\x12\x33\n\x12\x64\x65\x66\x61ult_parameters\x18\x04 \x01(\x0b\x32\x17.google.protobuf.StructJ\x04\x08\x02\x10\x03\"v\n\x1cQuerySupportedSystemResponse\x12/\n\x0b\x64\x61taloaders\x18\x01 \x03(\x0b\x32\x1a.colearn.v1.DataloaderSpec\x12%\n\x06models\x18\x02 \x03(\x0b\x32\x15.colearn.v1.ModelSpec\"\xb4\x01\n\x0eMLSetupRequest\x12\x17\n\x0f\x64\x61taloader_name\x18\x01 \x01(\t\x12\x12\n\nmodel_name\x18\x03 \x01(\t\x12\x36\n\x15\x64\x61taloader_parameters\x18\x05 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x31\n\x10model_parameters\x18\x06 \x01(\x0b\x32\x17.google.protobuf.StructJ\x04\x08\x02\x10\x03J\x04\x08\x04\x10\x05\"<\n\x0fMLSetupResponse\x12\x11\n\tunchanged\x18\x01 \x01(\x08\x12\x16\n\x0eweights_sha256\x18\x02 \x01(\t\"\x17\n\x15ProposeWeightsRequest\"?\n\x16ProposeWeightsResponse\x12%\n\x04part\x18\x01 \x01(\x0b\x32\x17.colearn.v1.WeightsPart\";\n\x12TestWeightsRequest\x12%\n\x04part\x18\x01 \x01(\x0b\x32\x17.colearn.v1.WeightsPart\":\n\x11SetWeightsRequest\x12%\n\x04part\x18\x01 \x01(\x0b\x32\x17.colearn.v1.WeightsPart\"\x1a\n\x18GetCurrentWeightsRequest\"B\n\x19GetCurrentWeightsResponse\x12%\n\x04part\x18\x01 \x01(\x0b\x32\x17.colearn.v1.WeightsPart\"i\n\rWeightsHeader\x12\x13\n\x0bproposal_id\x18\x01 \x01(\t\x12\x0e\n\x06sha256\x18\x03 \x01(\t\x12-\n\x08\x65ncoding\x18\x04 \x01(\x0e\x32\x1b.colearn.v1.WeightsEncodingJ\x04\x08\x02\x10\x03\"k\n\x0bWeightsPart\x12)\n\x06header\x18\x01 \x01(\x0b\x32\x19.colearn.v1.WeightsHeader\x12\x0e\n\x06offset\x18\x02 \x01(\x04\x12\x13\n\x0btotal_bytes\x18\x03 \x01(\x04\x12\x0c\n\x04\x64\x61ta\x18\x04 \x01(\x0c\"\xda\x01\n\x13TestWeightsResponse\x12\x13\n\x0bproposal_id\x18\x01 \x01(\t\x12\x17\n\nvote_score\x18\x02 \x01(\x01H\x00\x88\x01\x01\x12\x17\n\ntest_score\x18\x03 \x01(\x01H\x01\x88\x01\x01\x12\x11\n\x04vote\x18\x04 \x01(\x08H\x02\x88\x01\x01\x12(\n\tcriterion\x18\x07 \x01(\x0e\x32\x15.colearn.v1.CriterionB\r\n\x0b_vote_scoreB\r\n\x0b_test_scoreB\x07\n\x05_voteJ\x04\x08\x05\x10\x06J\x04\x08\x06\x10\x07R\x0c\x65val_seconds\",\n\x12SetWeightsResponse\x12\x16\n\x0eweights_sha256\x18\x01 \x01(\t\",\n\x15\x41\x63\x63\x65ptProposalRequest\x12\x13\n\x0bproposal_id\x18\x01 \x01(\t\"I\n\x16\x41\x63\x63\x65ptProposalResponse\x12\x16\n\x0eweights_sha256\x18\x01 \x01(\t\x12\x17\n\x0f\x61\x63\x63\x65pted_rounds\x18\x02 \x01(\x04\"\x12\n\x10GetStatusRequest\"\x8e\x02\n\x11GetStatusResponse\x12\r\n\x05ready\x18\x01 \x01(\x08\x12\x12\n\nmodel_name\x18\x02 \x01(\t\x12\x17\n\x0f\x64\x61taloader_name\x18\x03 \x01(\t\x12\x17\n\x0f\x61\x63\x63\x65pted_rounds\x18\x04 \x01(\x04\x12\x16\n\x0eweights_sha256\x18\x05 \x01(\t\x12\x17\n\nvote_score\x18\x06 \x01(\x01H\x00\x88\x01\x01\x12\x17\n\ntest_score\x18\x07 \x01(\x01H\x01\x88\x01\x01\x12\x0c\n\x04\x62usy\x18\t \x01(\x08\x12(\n\tcriterion\x18\n \x01(\x0e\x32\x15.colearn.v1.CriterionB\r\n\x0b_vote_scoreB\r\n\x0b_test_scoreJ\x04\x08\x08\x10\t*U\n\x0fWeightsEncoding\x12 \n\x1cWEIGHTS_ENCODING_UNSPECIFIED\x10\x00\x12 \n\x1cWEIGHTS_ENCODING_SAFETENSORS\x10\x01*\x92\x01\n\tCriterion\x12\x19\n\x15\x43RITERION_UNSPECIFIED\x10\x00\x12\x16\n\x12\x43RITERION_ACCURACY\x10\x01\x12\"\n\x1e\x43RITERION_CATEGORICAL_ACCURACY\x10\x02\x12\x11\n\rCRITERION_AUC\x10\x03\x12\x1b\n\x17\x43RITERION_NEGATIVE_LOSS\x10\x04\x32\x8e\x06\n\x07Learner\x12Q\n\x0cQueryVersion\x12\x1f.colearn.v1.QueryVersionRequest\x1a .colearn.v1.QueryVersionResponse\x12i\n\x14QuerySupportedSystem\x12\'.colearn.v1.QuerySupportedSystemRequest\x1a(.colearn.v1.QuerySupportedSystemResponse\x12\x42\n\x07MLSetup\x12\x1a.colearn.v1.MLSetupRequest\x1a\x1b.colearn.v1.MLSetupResponse\x12Y\n\x0eProposeWeights\x12!.colearn.v1.ProposeWeightsRequest\x1a\".colearn.v1.ProposeWeightsResponse0\x01\x12P\n\x0bTestWeights\x12\x1e.colearn.v1.TestWeightsRequest\x1a\x1f.colearn.v1.TestWeightsResponse(\x01\x12M\n\nSetWeights\x12\x1d.colearn.v1.SetWeightsRequest\x1a\x1e.colearn.v1.SetWeightsResponse(\x01\x12W\n\x0e\x41\x63\x63\x65ptProposal\x12!.colearn.v1.AcceptProposalRequest\x1a\".colearn.v1.AcceptProposalResponse\x12\x62\n\x11GetCurrentWeights\x12$.colearn.v1.GetCurrentWeightsRequest\x1a%.colearn.v1.GetCurrentWeightsResponse0\x01\x12H\n\tGetStatus\x12\x1c.colearn.v1.GetStatusRequest\x1a\x1d.colearn.v1.GetStatusResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'colearn_contract.v1.learner_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_QUERYVERSIONREQUEST']._serialized_start=49
-  _globals['_QUERYVERSIONREQUEST']._serialized_end=70
-  _globals['_QUERYVERSIONRESPONSE']._serialized_start=72
-  _globals['_QUERYVERSIONRESPONSE']._serialized_end=129
-  _globals['_QUERYSUPPORTEDSYSTEMREQUEST']._serialized_start=131
-  _globals['_QUERYSUPPORTEDSYSTEMREQUEST']._serialized_end=160
-  _globals['_DATALOADERSPEC']._serialized_start=162
-  _globals['_DATALOADERSPEC']._serialized_end=249
-  _globals['_MODELSPEC']._serialized_start=251
-  _globals['_MODELSPEC']._serialized_end=336
-  _globals['_QUERYSUPPORTEDSYSTEMRESPONSE']._serialized_start=338
-  _globals['_QUERYSUPPORTEDSYSTEMRESPONSE']._serialized_end=456
-  _globals['_MLSETUPREQUEST']._serialized_start=458
-  _globals['_MLSETUPREQUEST']._serialized_end=576
-  _globals['_MLSETUPRESPONSE']._serialized_start=578
-  _globals['_MLSETUPRESPONSE']._serialized_end=638
-  _globals['_PROPOSEWEIGHTSREQUEST']._serialized_start=640
-  _globals['_PROPOSEWEIGHTSREQUEST']._serialized_end=663
-  _globals['_WEIGHTSHEADER']._serialized_start=665
-  _globals['_WEIGHTSHEADER']._serialized_end=735
-  _globals['_WEIGHTSPART']._serialized_start=737
-  _globals['_WEIGHTSPART']._serialized_end=844
-  _globals['_TESTWEIGHTSRESPONSE']._serialized_start=847
-  _globals['_TESTWEIGHTSRESPONSE']._serialized_end=1016
-  _globals['_SETWEIGHTSRESPONSE']._serialized_start=1018
-  _globals['_SETWEIGHTSRESPONSE']._serialized_end=1062
-  _globals['_ACCEPTPROPOSALREQUEST']._serialized_start=1064
-  _globals['_ACCEPTPROPOSALREQUEST']._serialized_end=1108
-  _globals['_ACCEPTPROPOSALRESPONSE']._serialized_start=1110
-  _globals['_ACCEPTPROPOSALRESPONSE']._serialized_end=1183
-  _globals['_GETCURRENTWEIGHTSREQUEST']._serialized_start=1185
-  _globals['_GETCURRENTWEIGHTSREQUEST']._serialized_end=1211
-  _globals['_GETSTATUSREQUEST']._serialized_start=1213
-  _globals['_GETSTATUSREQUEST']._serialized_end=1231
-  _globals['_GETSTATUSRESPONSE']._serialized_start=1234
-  _globals['_GETSTATUSRESPONSE']._serialized_end=1475
-  _globals['_LEARNER']._serialized_start=1478
-  _globals['_LEARNER']._serialized_end=2222
+  _globals['_WEIGHTSENCODING']._serialized_start=1999
+  _globals['_WEIGHTSENCODING']._serialized_end=2084
+  _globals['_CRITERION']._serialized_start=2087
+  _globals['_CRITERION']._serialized_end=2233
+  _globals['_QUERYVERSIONREQUEST']._serialized_start=79
+  _globals['_QUERYVERSIONREQUEST']._serialized_end=100
+  _globals['_QUERYVERSIONRESPONSE']._serialized_start=102
+  _globals['_QUERYVERSIONRESPONSE']._serialized_end=159
+  _globals['_QUERYSUPPORTEDSYSTEMREQUEST']._serialized_start=161
+  _globals['_QUERYSUPPORTEDSYSTEMREQUEST']._serialized_end=190
+  _globals['_DATALOADERSPEC']._serialized_start=192
+  _globals['_DATALOADERSPEC']._serialized_end=310
+  _globals['_MODELSPEC']._serialized_start=312
+  _globals['_MODELSPEC']._serialized_end=428
+  _globals['_QUERYSUPPORTEDSYSTEMRESPONSE']._serialized_start=430
+  _globals['_QUERYSUPPORTEDSYSTEMRESPONSE']._serialized_end=548
+  _globals['_MLSETUPREQUEST']._serialized_start=551
+  _globals['_MLSETUPREQUEST']._serialized_end=731
+  _globals['_MLSETUPRESPONSE']._serialized_start=733
+  _globals['_MLSETUPRESPONSE']._serialized_end=793
+  _globals['_PROPOSEWEIGHTSREQUEST']._serialized_start=795
+  _globals['_PROPOSEWEIGHTSREQUEST']._serialized_end=818
+  _globals['_PROPOSEWEIGHTSRESPONSE']._serialized_start=820
+  _globals['_PROPOSEWEIGHTSRESPONSE']._serialized_end=883
+  _globals['_TESTWEIGHTSREQUEST']._serialized_start=885
+  _globals['_TESTWEIGHTSREQUEST']._serialized_end=944
+  _globals['_SETWEIGHTSREQUEST']._serialized_start=946
+  _globals['_SETWEIGHTSREQUEST']._serialized_end=1004
+  _globals['_GETCURRENTWEIGHTSREQUEST']._serialized_start=1006
+  _globals['_GETCURRENTWEIGHTSREQUEST']._serialized_end=1032
+  _globals['_GETCURRENTWEIGHTSRESPONSE']._serialized_start=1034
+  _globals['_GETCURRENTWEIGHTSRESPONSE']._serialized_end=1100
+  _globals['_WEIGHTSHEADER']._serialized_start=1102
+  _globals['_WEIGHTSHEADER']._serialized_end=1207
+  _globals['_WEIGHTSPART']._serialized_start=1209
+  _globals['_WEIGHTSPART']._serialized_end=1316
+  _globals['_TESTWEIGHTSRESPONSE']._serialized_start=1319
+  _globals['_TESTWEIGHTSRESPONSE']._serialized_end=1537
+  _globals['_SETWEIGHTSRESPONSE']._serialized_start=1539
+  _globals['_SETWEIGHTSRESPONSE']._serialized_end=1583
+  _globals['_ACCEPTPROPOSALREQUEST']._serialized_start=1585
+  _globals['_ACCEPTPROPOSALREQUEST']._serialized_end=1629
+  _globals['_ACCEPTPROPOSALRESPONSE']._serialized_start=1631
+  _globals['_ACCEPTPROPOSALRESPONSE']._serialized_end=1704
+  _globals['_GETSTATUSREQUEST']._serialized_start=1706
+  _globals['_GETSTATUSREQUEST']._serialized_end=1724
+  _globals['_GETSTATUSRESPONSE']._serialized_start=1727
+  _globals['_GETSTATUSRESPONSE']._serialized_end=1997
+  _globals['_LEARNER']._serialized_start=2236
+  _globals['_LEARNER']._serialized_end=3018
 # @@protoc_insertion_point(module_scope)

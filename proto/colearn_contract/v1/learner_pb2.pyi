@@ -1,10 +1,32 @@
+from google.protobuf import struct_pb2 as _struct_pb2
 from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
 from collections.abc import Iterable as _Iterable, Mapping as _Mapping
 from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
+
+class WeightsEncoding(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    WEIGHTS_ENCODING_UNSPECIFIED: _ClassVar[WeightsEncoding]
+    WEIGHTS_ENCODING_SAFETENSORS: _ClassVar[WeightsEncoding]
+
+class Criterion(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    CRITERION_UNSPECIFIED: _ClassVar[Criterion]
+    CRITERION_ACCURACY: _ClassVar[Criterion]
+    CRITERION_CATEGORICAL_ACCURACY: _ClassVar[Criterion]
+    CRITERION_AUC: _ClassVar[Criterion]
+    CRITERION_NEGATIVE_LOSS: _ClassVar[Criterion]
+WEIGHTS_ENCODING_UNSPECIFIED: WeightsEncoding
+WEIGHTS_ENCODING_SAFETENSORS: WeightsEncoding
+CRITERION_UNSPECIFIED: Criterion
+CRITERION_ACCURACY: Criterion
+CRITERION_CATEGORICAL_ACCURACY: Criterion
+CRITERION_AUC: Criterion
+CRITERION_NEGATIVE_LOSS: Criterion
 
 class QueryVersionRequest(_message.Message):
     __slots__ = ()
@@ -23,24 +45,24 @@ class QuerySupportedSystemRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class DataloaderSpec(_message.Message):
-    __slots__ = ("name", "default_parameters", "required_parameters")
+    __slots__ = ("name", "required_parameters", "default_parameters")
     NAME_FIELD_NUMBER: _ClassVar[int]
-    DEFAULT_PARAMETERS_FIELD_NUMBER: _ClassVar[int]
     REQUIRED_PARAMETERS_FIELD_NUMBER: _ClassVar[int]
+    DEFAULT_PARAMETERS_FIELD_NUMBER: _ClassVar[int]
     name: str
-    default_parameters: str
     required_parameters: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, name: _Optional[str] = ..., default_parameters: _Optional[str] = ..., required_parameters: _Optional[_Iterable[str]] = ...) -> None: ...
+    default_parameters: _struct_pb2.Struct
+    def __init__(self, name: _Optional[str] = ..., required_parameters: _Optional[_Iterable[str]] = ..., default_parameters: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ...) -> None: ...
 
 class ModelSpec(_message.Message):
-    __slots__ = ("name", "default_parameters", "compatible_dataloaders")
+    __slots__ = ("name", "compatible_dataloaders", "default_parameters")
     NAME_FIELD_NUMBER: _ClassVar[int]
-    DEFAULT_PARAMETERS_FIELD_NUMBER: _ClassVar[int]
     COMPATIBLE_DATALOADERS_FIELD_NUMBER: _ClassVar[int]
+    DEFAULT_PARAMETERS_FIELD_NUMBER: _ClassVar[int]
     name: str
-    default_parameters: str
     compatible_dataloaders: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, name: _Optional[str] = ..., default_parameters: _Optional[str] = ..., compatible_dataloaders: _Optional[_Iterable[str]] = ...) -> None: ...
+    default_parameters: _struct_pb2.Struct
+    def __init__(self, name: _Optional[str] = ..., compatible_dataloaders: _Optional[_Iterable[str]] = ..., default_parameters: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ...) -> None: ...
 
 class QuerySupportedSystemResponse(_message.Message):
     __slots__ = ("dataloaders", "models")
@@ -51,16 +73,16 @@ class QuerySupportedSystemResponse(_message.Message):
     def __init__(self, dataloaders: _Optional[_Iterable[_Union[DataloaderSpec, _Mapping]]] = ..., models: _Optional[_Iterable[_Union[ModelSpec, _Mapping]]] = ...) -> None: ...
 
 class MLSetupRequest(_message.Message):
-    __slots__ = ("dataloader_name", "dataloader_parameters", "model_name", "model_parameters")
+    __slots__ = ("dataloader_name", "model_name", "dataloader_parameters", "model_parameters")
     DATALOADER_NAME_FIELD_NUMBER: _ClassVar[int]
-    DATALOADER_PARAMETERS_FIELD_NUMBER: _ClassVar[int]
     MODEL_NAME_FIELD_NUMBER: _ClassVar[int]
+    DATALOADER_PARAMETERS_FIELD_NUMBER: _ClassVar[int]
     MODEL_PARAMETERS_FIELD_NUMBER: _ClassVar[int]
     dataloader_name: str
-    dataloader_parameters: str
     model_name: str
-    model_parameters: str
-    def __init__(self, dataloader_name: _Optional[str] = ..., dataloader_parameters: _Optional[str] = ..., model_name: _Optional[str] = ..., model_parameters: _Optional[str] = ...) -> None: ...
+    dataloader_parameters: _struct_pb2.Struct
+    model_parameters: _struct_pb2.Struct
+    def __init__(self, dataloader_name: _Optional[str] = ..., model_name: _Optional[str] = ..., dataloader_parameters: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., model_parameters: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ...) -> None: ...
 
 class MLSetupResponse(_message.Message):
     __slots__ = ("unchanged", "weights_sha256")
@@ -74,15 +96,43 @@ class ProposeWeightsRequest(_message.Message):
     __slots__ = ()
     def __init__(self) -> None: ...
 
+class ProposeWeightsResponse(_message.Message):
+    __slots__ = ("part",)
+    PART_FIELD_NUMBER: _ClassVar[int]
+    part: WeightsPart
+    def __init__(self, part: _Optional[_Union[WeightsPart, _Mapping]] = ...) -> None: ...
+
+class TestWeightsRequest(_message.Message):
+    __slots__ = ("part",)
+    PART_FIELD_NUMBER: _ClassVar[int]
+    part: WeightsPart
+    def __init__(self, part: _Optional[_Union[WeightsPart, _Mapping]] = ...) -> None: ...
+
+class SetWeightsRequest(_message.Message):
+    __slots__ = ("part",)
+    PART_FIELD_NUMBER: _ClassVar[int]
+    part: WeightsPart
+    def __init__(self, part: _Optional[_Union[WeightsPart, _Mapping]] = ...) -> None: ...
+
+class GetCurrentWeightsRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class GetCurrentWeightsResponse(_message.Message):
+    __slots__ = ("part",)
+    PART_FIELD_NUMBER: _ClassVar[int]
+    part: WeightsPart
+    def __init__(self, part: _Optional[_Union[WeightsPart, _Mapping]] = ...) -> None: ...
+
 class WeightsHeader(_message.Message):
-    __slots__ = ("proposal_id", "encoding", "sha256")
+    __slots__ = ("proposal_id", "sha256", "encoding")
     PROPOSAL_ID_FIELD_NUMBER: _ClassVar[int]
-    ENCODING_FIELD_NUMBER: _ClassVar[int]
     SHA256_FIELD_NUMBER: _ClassVar[int]
+    ENCODING_FIELD_NUMBER: _ClassVar[int]
     proposal_id: str
-    encoding: str
     sha256: str
-    def __init__(self, proposal_id: _Optional[str] = ..., encoding: _Optional[str] = ..., sha256: _Optional[str] = ...) -> None: ...
+    encoding: WeightsEncoding
+    def __init__(self, proposal_id: _Optional[str] = ..., sha256: _Optional[str] = ..., encoding: _Optional[_Union[WeightsEncoding, str]] = ...) -> None: ...
 
 class WeightsPart(_message.Message):
     __slots__ = ("header", "offset", "total_bytes", "data")
@@ -107,8 +157,8 @@ class TestWeightsResponse(_message.Message):
     vote_score: float
     test_score: float
     vote: bool
-    criterion: str
-    def __init__(self, proposal_id: _Optional[str] = ..., vote_score: _Optional[float] = ..., test_score: _Optional[float] = ..., vote: _Optional[bool] = ..., criterion: _Optional[str] = ...) -> None: ...
+    criterion: Criterion
+    def __init__(self, proposal_id: _Optional[str] = ..., vote_score: _Optional[float] = ..., test_score: _Optional[float] = ..., vote: _Optional[bool] = ..., criterion: _Optional[_Union[Criterion, str]] = ...) -> None: ...
 
 class SetWeightsResponse(_message.Message):
     __slots__ = ("weights_sha256",)
@@ -130,16 +180,12 @@ class AcceptProposalResponse(_message.Message):
     accepted_rounds: int
     def __init__(self, weights_sha256: _Optional[str] = ..., accepted_rounds: _Optional[int] = ...) -> None: ...
 
-class GetCurrentWeightsRequest(_message.Message):
-    __slots__ = ()
-    def __init__(self) -> None: ...
-
 class GetStatusRequest(_message.Message):
     __slots__ = ()
     def __init__(self) -> None: ...
 
 class GetStatusResponse(_message.Message):
-    __slots__ = ("ready", "model_name", "dataloader_name", "accepted_rounds", "weights_sha256", "vote_score", "test_score", "criterion", "busy")
+    __slots__ = ("ready", "model_name", "dataloader_name", "accepted_rounds", "weights_sha256", "vote_score", "test_score", "busy", "criterion")
     READY_FIELD_NUMBER: _ClassVar[int]
     MODEL_NAME_FIELD_NUMBER: _ClassVar[int]
     DATALOADER_NAME_FIELD_NUMBER: _ClassVar[int]
@@ -147,8 +193,8 @@ class GetStatusResponse(_message.Message):
     WEIGHTS_SHA256_FIELD_NUMBER: _ClassVar[int]
     VOTE_SCORE_FIELD_NUMBER: _ClassVar[int]
     TEST_SCORE_FIELD_NUMBER: _ClassVar[int]
-    CRITERION_FIELD_NUMBER: _ClassVar[int]
     BUSY_FIELD_NUMBER: _ClassVar[int]
+    CRITERION_FIELD_NUMBER: _ClassVar[int]
     ready: bool
     model_name: str
     dataloader_name: str
@@ -156,6 +202,6 @@ class GetStatusResponse(_message.Message):
     weights_sha256: str
     vote_score: float
     test_score: float
-    criterion: str
     busy: bool
-    def __init__(self, ready: _Optional[bool] = ..., model_name: _Optional[str] = ..., dataloader_name: _Optional[str] = ..., accepted_rounds: _Optional[int] = ..., weights_sha256: _Optional[str] = ..., vote_score: _Optional[float] = ..., test_score: _Optional[float] = ..., criterion: _Optional[str] = ..., busy: _Optional[bool] = ...) -> None: ...
+    criterion: Criterion
+    def __init__(self, ready: _Optional[bool] = ..., model_name: _Optional[str] = ..., dataloader_name: _Optional[str] = ..., accepted_rounds: _Optional[int] = ..., weights_sha256: _Optional[str] = ..., vote_score: _Optional[float] = ..., test_score: _Optional[float] = ..., busy: _Optional[bool] = ..., criterion: _Optional[_Union[Criterion, str]] = ...) -> None: ...

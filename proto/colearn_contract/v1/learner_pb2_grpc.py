@@ -52,16 +52,16 @@ class LearnerStub:
         self.ProposeWeights = channel.unary_stream(
                 '/colearn.v1.Learner/ProposeWeights',
                 request_serializer=colearn__contract_dot_v1_dot_learner__pb2.ProposeWeightsRequest.SerializeToString,
-                response_deserializer=colearn__contract_dot_v1_dot_learner__pb2.WeightsPart.FromString,
+                response_deserializer=colearn__contract_dot_v1_dot_learner__pb2.ProposeWeightsResponse.FromString,
                 _registered_method=True)
         self.TestWeights = channel.stream_unary(
                 '/colearn.v1.Learner/TestWeights',
-                request_serializer=colearn__contract_dot_v1_dot_learner__pb2.WeightsPart.SerializeToString,
+                request_serializer=colearn__contract_dot_v1_dot_learner__pb2.TestWeightsRequest.SerializeToString,
                 response_deserializer=colearn__contract_dot_v1_dot_learner__pb2.TestWeightsResponse.FromString,
                 _registered_method=True)
         self.SetWeights = channel.stream_unary(
                 '/colearn.v1.Learner/SetWeights',
-                request_serializer=colearn__contract_dot_v1_dot_learner__pb2.WeightsPart.SerializeToString,
+                request_serializer=colearn__contract_dot_v1_dot_learner__pb2.SetWeightsRequest.SerializeToString,
                 response_deserializer=colearn__contract_dot_v1_dot_learner__pb2.SetWeightsResponse.FromString,
                 _registered_method=True)
         self.AcceptProposal = channel.unary_unary(
@@ -72,7 +72,7 @@ class LearnerStub:
         self.GetCurrentWeights = channel.unary_stream(
                 '/colearn.v1.Learner/GetCurrentWeights',
                 request_serializer=colearn__contract_dot_v1_dot_learner__pb2.GetCurrentWeightsRequest.SerializeToString,
-                response_deserializer=colearn__contract_dot_v1_dot_learner__pb2.WeightsPart.FromString,
+                response_deserializer=colearn__contract_dot_v1_dot_learner__pb2.GetCurrentWeightsResponse.FromString,
                 _registered_method=True)
         self.GetStatus = channel.unary_unary(
                 '/colearn.v1.Learner/GetStatus',
@@ -93,7 +93,7 @@ class LearnerServicer:
 
     def QuerySupportedSystem(self, request, context):
         """The dataloaders and models this learner can build, with their default
-        parameters as JSON, and which model works with which dataloader.
+        parameters, and which model works with which dataloader.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -174,16 +174,16 @@ def add_LearnerServicer_to_server(servicer, server):
             'ProposeWeights': grpc.unary_stream_rpc_method_handler(
                     servicer.ProposeWeights,
                     request_deserializer=colearn__contract_dot_v1_dot_learner__pb2.ProposeWeightsRequest.FromString,
-                    response_serializer=colearn__contract_dot_v1_dot_learner__pb2.WeightsPart.SerializeToString,
+                    response_serializer=colearn__contract_dot_v1_dot_learner__pb2.ProposeWeightsResponse.SerializeToString,
             ),
             'TestWeights': grpc.stream_unary_rpc_method_handler(
                     servicer.TestWeights,
-                    request_deserializer=colearn__contract_dot_v1_dot_learner__pb2.WeightsPart.FromString,
+                    request_deserializer=colearn__contract_dot_v1_dot_learner__pb2.TestWeightsRequest.FromString,
                     response_serializer=colearn__contract_dot_v1_dot_learner__pb2.TestWeightsResponse.SerializeToString,
             ),
             'SetWeights': grpc.stream_unary_rpc_method_handler(
                     servicer.SetWeights,
-                    request_deserializer=colearn__contract_dot_v1_dot_learner__pb2.WeightsPart.FromString,
+                    request_deserializer=colearn__contract_dot_v1_dot_learner__pb2.SetWeightsRequest.FromString,
                     response_serializer=colearn__contract_dot_v1_dot_learner__pb2.SetWeightsResponse.SerializeToString,
             ),
             'AcceptProposal': grpc.unary_unary_rpc_method_handler(
@@ -194,7 +194,7 @@ def add_LearnerServicer_to_server(servicer, server):
             'GetCurrentWeights': grpc.unary_stream_rpc_method_handler(
                     servicer.GetCurrentWeights,
                     request_deserializer=colearn__contract_dot_v1_dot_learner__pb2.GetCurrentWeightsRequest.FromString,
-                    response_serializer=colearn__contract_dot_v1_dot_learner__pb2.WeightsPart.SerializeToString,
+                    response_serializer=colearn__contract_dot_v1_dot_learner__pb2.GetCurrentWeightsResponse.SerializeToString,
             ),
             'GetStatus': grpc.unary_unary_rpc_method_handler(
                     servicer.GetStatus,
@@ -309,7 +309,7 @@ class Learner:
             target,
             '/colearn.v1.Learner/ProposeWeights',
             colearn__contract_dot_v1_dot_learner__pb2.ProposeWeightsRequest.SerializeToString,
-            colearn__contract_dot_v1_dot_learner__pb2.WeightsPart.FromString,
+            colearn__contract_dot_v1_dot_learner__pb2.ProposeWeightsResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -335,7 +335,7 @@ class Learner:
             request_iterator,
             target,
             '/colearn.v1.Learner/TestWeights',
-            colearn__contract_dot_v1_dot_learner__pb2.WeightsPart.SerializeToString,
+            colearn__contract_dot_v1_dot_learner__pb2.TestWeightsRequest.SerializeToString,
             colearn__contract_dot_v1_dot_learner__pb2.TestWeightsResponse.FromString,
             options,
             channel_credentials,
@@ -362,7 +362,7 @@ class Learner:
             request_iterator,
             target,
             '/colearn.v1.Learner/SetWeights',
-            colearn__contract_dot_v1_dot_learner__pb2.WeightsPart.SerializeToString,
+            colearn__contract_dot_v1_dot_learner__pb2.SetWeightsRequest.SerializeToString,
             colearn__contract_dot_v1_dot_learner__pb2.SetWeightsResponse.FromString,
             options,
             channel_credentials,
@@ -417,7 +417,7 @@ class Learner:
             target,
             '/colearn.v1.Learner/GetCurrentWeights',
             colearn__contract_dot_v1_dot_learner__pb2.GetCurrentWeightsRequest.SerializeToString,
-            colearn__contract_dot_v1_dot_learner__pb2.WeightsPart.FromString,
+            colearn__contract_dot_v1_dot_learner__pb2.GetCurrentWeightsResponse.FromString,
             options,
             channel_credentials,
             insecure,
