@@ -28,6 +28,9 @@ from collections.abc import Mapping
 
 import numpy as np
 
+from colearn_contract import json_limits
+from colearn_contract.json_limits import quoted
+
 #: safetensors' dtype codes for the numpy dtypes it supports (``safetensors.numpy``'s own table).
 DTYPE_CODES: dict[np.dtype, str] = {
     np.dtype(name): code
@@ -48,7 +51,14 @@ DTYPE_CODES: dict[np.dtype, str] = {
     )
 }
 _DTYPES = {code: dtype for dtype, code in DTYPE_CODES.items()}
+#: Item sizes of every dtype code, those numpy lacks included (files may hold them; buffers never do).
+_ITEM_SIZES = {**{code: dtype.itemsize for code, dtype in _DTYPES.items()}, "BF16": 2}
 _HEADER_LIMIT = 100_000_000  # the library's own cap on the JSON header
+#: numpy's own limit on the dimensions of an array.
+MAX_DIMENSIONS = 64
+#: The largest tensor numpy can describe, in bytes (a C ``ssize_t``), counting only non-zero dimensions:
+#: numpy refuses a shape whose product overflows even when another dimension is 0.
+MAX_TENSOR_BYTES = np.iinfo(np.intp).max
 _METADATA = "__metadata__"
 
 
@@ -100,19 +110,27 @@ def write(tensors: Mapping[str, np.ndarray], metadata: Mapping[str, str]) -> mem
 
 
 def _entry(name: str, info: object) -> tuple[np.dtype, tuple[int, ...], int, int]:
+    label = quoted(name)
     if not isinstance(info, dict) or set(info) != {"dtype", "shape", "data_offsets"}:
-        raise LayoutError(f"tensor {name!r} must have exactly dtype, shape and data_offsets")
+        raise LayoutError(f"tensor {label} must have exactly dtype, shape and data_offsets")
     dtype = _DTYPES.get(info["dtype"]) if isinstance(info["dtype"], str) else None
     if dtype is None:
-        raise LayoutError(f"tensor {name!r} has dtype {info['dtype']!r}; valid: {', '.join(_DTYPES)}")
+        raise LayoutError(f"tensor {label} has dtype {quoted(info['dtype'])}; valid: {', '.join(_DTYPES)}")
     shape, offsets = info["shape"], info["data_offsets"]
     if not isinstance(shape, list) or not all(type(d) is int and d >= 0 for d in shape):
-        raise LayoutError(f"tensor {name!r} has shape {shape!r}; a shape is a list of whole numbers")
+        raise LayoutError(f"tensor {label} has shape {quoted(shape)}; a shape is a list of whole numbers")
+    if len(shape) > MAX_DIMENSIONS:
+        raise LayoutError(f"tensor {label} has {len(shape)} dimensions; at most {MAX_DIMENSIONS} are allowed")
+    if math.prod(d for d in shape if d) > MAX_TENSOR_BYTES // dtype.itemsize:
+        raise LayoutError(
+            f"tensor {label} has shape {quoted(shape)}: its non-zero dimensions describe more than "
+            f"{MAX_TENSOR_BYTES} bytes, the most an array can hold"
+        )
     if not (isinstance(offsets, list) and len(offsets) == 2 and all(type(o) is int for o in offsets)):
-        raise LayoutError(f"tensor {name!r} has data_offsets {offsets!r}; they are [begin, end]")
+        raise LayoutError(f"tensor {label} has data_offsets {quoted(offsets)}; they are [begin, end]")
     begin, end = offsets
     if not 0 <= begin <= end or end - begin != math.prod(shape) * dtype.itemsize:
-        raise LayoutError(f"tensor {name!r}: data_offsets {offsets} do not hold {dtype}{shape}")
+        raise LayoutError(f"tensor {label}: data_offsets {quoted(offsets)} do not hold {dtype}{shape}")
     return dtype, tuple(shape), begin, end
 
 
@@ -126,9 +144,11 @@ def read(buffer: bytes | memoryview) -> tuple[dict[str, np.ndarray], dict[str, s
     if head_len > _HEADER_LIMIT or 8 + head_len > len(view):
         raise LayoutError(f"header length {head_len} does not fit a buffer of {len(view)} bytes")
     try:
-        header = json.loads(bytes(view[8 : 8 + head_len]).decode("utf-8"))
-    except (UnicodeDecodeError, ValueError) as exc:
-        raise LayoutError(f"the header is not JSON: {exc}") from None
+        header = json_limits.loads(bytes(view[8 : 8 + head_len]).decode("utf-8"), "the header")
+    except UnicodeDecodeError as exc:
+        raise LayoutError(f"the header is not UTF-8: {exc}") from None
+    except json_limits.JsonLimitError as exc:
+        raise LayoutError(str(exc)) from None
     if not isinstance(header, dict):
         raise LayoutError("the header is not a JSON object")
     metadata = header.pop(_METADATA, None) or {}
@@ -142,7 +162,7 @@ def read(buffer: bytes | memoryview) -> tuple[dict[str, np.ndarray], dict[str, s
     for name, (_, _, begin, end) in sorted(entries.items(), key=lambda item: item[1][2:]):
         if begin != expected:
             raise LayoutError(
-                f"tensor {name!r} starts at {begin}, not at {expected}: offsets must be contiguous"
+                f"tensor {quoted(name)} starts at {begin}, not at {expected}: offsets must be contiguous"
             )
         expected = end
     if expected != len(data):
@@ -155,3 +175,28 @@ def read(buffer: bytes | memoryview) -> tuple[dict[str, np.ndarray], dict[str, s
         array.flags.writeable = False  # the buffer is hashed and may be cached: nobody writes through it
         arrays[name] = array
     return arrays, metadata
+
+
+def relabelled(
+    buffer: bytes | memoryview, metadata: Mapping[str, str], dtypes: Mapping[str, str] | None = None
+) -> tuple[bytes, memoryview]:
+    """The tensors of a layout under a new header, for writing to a file without copying the data.
+
+    ``metadata`` replaces the buffer's metadata; ``dtypes`` gives named tensors another dtype code of the
+    same item size (``BF16`` for tensors that travel as raw ``int16`` bfloat16 bits). Returns the new
+    8-byte length with the header, and the buffer's data section as a view. ``buffer`` is checked first.
+    """
+    read(buffer)
+    view = memoryview(buffer).cast("B")
+    (head_len,) = struct.unpack_from("<Q", view, 0)
+    header = json.loads(bytes(view[8 : 8 + head_len]).decode("utf-8"))
+    header.pop(_METADATA, None)
+    for name, code in (dtypes or {}).items():
+        entry = header[name]
+        if _DTYPES.get(entry["dtype"], np.dtype("V1")).itemsize != _ITEM_SIZES[code]:
+            raise LayoutError(f"tensor {quoted(name)} is {entry['dtype']}, which cannot be relabelled {code}")
+        entry["dtype"] = code
+    head = json.dumps({_METADATA: dict(metadata), **header} if metadata else header, separators=(",", ":"))
+    encoded = head.encode()
+    encoded += b" " * (-len(encoded) % 8)
+    return struct.pack("<Q", len(encoded)) + encoded, view[8 + head_len :]

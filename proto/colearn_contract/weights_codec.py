@@ -19,10 +19,12 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from colearn_contract import safetensors_layout
+from colearn_contract import json_limits, safetensors_layout
+from colearn_contract.json_limits import shown
 
-ENCODING = "safetensors"
-_LAYOUT_KEY = "colearn.layout"
+LAYOUT_KEY = "colearn.layout"
+#: The layout's ``extra`` key that lists tensors of raw bfloat16 bits, as JSON.
+BFLOAT16_KEY = "bfloat16"
 
 
 class WeightsCodecError(ValueError):
@@ -43,12 +45,12 @@ class TensorLayout:
     @classmethod
     def from_json(cls, text: str) -> TensorLayout:
         try:
-            raw = json.loads(text)
+            raw = json_limits.loads(text, "the weights layout")
             names = tuple(str(n) for n in raw["names"])
             extra = {str(k): str(v) for k, v in raw.get("extra", {}).items()}
             return cls(structure=str(raw["structure"]), names=names, extra=extra)
         except (ValueError, KeyError, TypeError, AttributeError) as exc:
-            raise WeightsCodecError(f"weights buffer has an unreadable layout: {exc}") from exc
+            raise WeightsCodecError(f"weights buffer has an unreadable layout: {shown(str(exc))}") from exc
 
 
 def encode_tensors(tensors: Mapping[str, np.ndarray], layout: TensorLayout) -> memoryview:
@@ -57,7 +59,7 @@ def encode_tensors(tensors: Mapping[str, np.ndarray], layout: TensorLayout) -> m
     if list(layout.names) != list(tensors.keys()):
         raise WeightsCodecError("layout names must list the tensors in their order")
     try:
-        return safetensors_layout.write(tensors, {_LAYOUT_KEY: layout.to_json()})
+        return safetensors_layout.write(tensors, {LAYOUT_KEY: layout.to_json()})
     except (safetensors_layout.LayoutError, ValueError, TypeError) as exc:
         raise WeightsCodecError(f"cannot encode weights: {exc}") from exc
 
@@ -69,10 +71,24 @@ def decode_tensors(buffer: bytes | memoryview) -> tuple[dict[str, np.ndarray], T
         loaded, metadata = safetensors_layout.read(buffer)
     except safetensors_layout.LayoutError as exc:
         raise WeightsCodecError(f"not a safetensors weights buffer: {exc}") from exc
-    layout = TensorLayout.from_json(metadata.get(_LAYOUT_KEY, "null"))
+    layout = TensorLayout.from_json(metadata.get(LAYOUT_KEY, "null"))
     if sorted(layout.names) != sorted(loaded.keys()) or len(set(layout.names)) != len(layout.names):
         raise WeightsCodecError("weights buffer layout does not match its tensors")
     return {name: loaded[name] for name in layout.names}, layout
+
+
+def bfloat16_names(tensors: Mapping[str, np.ndarray], layout: TensorLayout) -> frozenset[str]:
+    """The tensors that carry raw bfloat16 bits as ``int16`` (numpy has no bfloat16), from the layout's
+    ``bfloat16`` list; checked, since the layout comes from the peer."""
+    try:
+        names = json_limits.loads(layout.extra.get(BFLOAT16_KEY, "[]"), "the weights layout's bfloat16 list")
+    except json_limits.JsonLimitError as exc:
+        raise WeightsCodecError(str(exc)) from None
+    if not isinstance(names, list) or not all(isinstance(n, str) and n in tensors for n in names):
+        raise WeightsCodecError("the weights layout's bfloat16 list must name tensors of the buffer")
+    if any(tensors[n].dtype != np.int16 for n in names):
+        raise WeightsCodecError("bfloat16 tensors must travel as int16 bit patterns")
+    return frozenset(names)
 
 
 def sha256_hex(buffer: bytes | memoryview) -> str:

@@ -6,6 +6,8 @@ import abc
 import json
 from typing import Any
 
+from colearn_contract import json_limits
+from colearn_contract.json_limits import quoted
 from colearn_contract.mli import MachineLearningInterface
 from colearn_learner.errors import IncompatibleSetupError, UnknownNameError
 from colearn_learner.registry import FactoryRegistry
@@ -43,8 +45,8 @@ class MliFactory(abc.ABC):
 
 def _canonical(params: str) -> Any:
     try:
-        return json.loads(params or "{}")
-    except ValueError:
+        return json_limits.loads(params or "{}", "parameters")
+    except json_limits.JsonLimitError:
         return params
 
 
@@ -71,10 +73,13 @@ class ExampleMliFactory(MliFactory):
     def _resolve(self, model_name: str, dataloader_name: str) -> tuple[Any, Any]:
         models, loaders = FactoryRegistry.model_architectures, FactoryRegistry.dataloaders
         if model_name not in models:
-            raise UnknownNameError(f"unknown model {model_name!r}; valid models: {', '.join(sorted(models))}")
-        if dataloader_name not in loaders:
             raise UnknownNameError(
-                f"unknown dataloader {dataloader_name!r}; valid dataloaders: {', '.join(sorted(loaders))}"
+                f"unknown model {quoted(model_name)}; valid models: {', '.join(sorted(models))}"
+            )
+        if dataloader_name not in loaders:
+            valid = ", ".join(sorted(loaders))
+            raise UnknownNameError(
+                f"unknown dataloader {quoted(dataloader_name)}; valid dataloaders: {valid}"
             )
         model = models[model_name]
         if dataloader_name not in model.compatibilities:

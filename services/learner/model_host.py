@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from colearn_contract import __version__
+from colearn_contract.json_limits import quoted
 from colearn_contract.mli import MachineLearningInterface, ProposedWeights, Weights
 from colearn_contract.weight_stream import EncodedWeights
 from colearn_contract.weights_codec import WeightsCodecError
@@ -279,7 +280,7 @@ class ModelHost:
             proposal = self._proposals.get(proposal_id)
             if proposal is None:
                 raise ProposalNotFoundError(
-                    f"proposal {proposal_id!r} is not cached here; send it with SetWeights"
+                    f"proposal {quoted(proposal_id)} is not cached here; send it with SetWeights"
                 )
             mli.mli_accept_weights(proposal.weights)
             self._remember_accepted(proposal_id)

@@ -16,6 +16,7 @@ from typing import Any
 
 import pydantic
 
+from colearn_contract.json_limits import quoted, shown
 from colearn_learner.errors import InvalidParametersError
 
 _log = logging.getLogger(__name__)
@@ -74,13 +75,13 @@ class ParameterSchema:
         for err in exc.errors():
             where = ".".join(str(part) for part in err["loc"])
             if err["type"] == "extra_forbidden":
-                problems.append(f"unknown parameter {where!r}")
+                problems.append(f"unknown parameter {quoted(where)}")
             elif err["type"] == "json_invalid":
                 problems.append(f"not valid JSON ({err['msg']})")
             elif not where:
                 problems.append(f"parameters must be a JSON object ({err['msg']})")
             else:
-                problems.append(f"{where}: {err['msg']}")
+                problems.append(f"{shown(where)}: {shown(err['msg'])}")
         valid = ", ".join(self.names) or "(none)"
         return f"invalid parameters for {self.owner}: {'; '.join(problems)}. Valid parameters: {valid}"
 

@@ -15,8 +15,16 @@ from typing import Any
 
 import numpy as np
 
+from colearn_contract.json_limits import quoted
 from colearn_contract.mli import Weights
-from colearn_contract.weights_codec import TensorLayout, WeightsCodecError, decode_tensors, encode_tensors
+from colearn_contract.weights_codec import (
+    BFLOAT16_KEY,
+    TensorLayout,
+    WeightsCodecError,
+    bfloat16_names,
+    decode_tensors,
+    encode_tensors,
+)
 
 _SUPPORTED = "a numpy array, a list or tuple of arrays, a dict of name -> array, or a torch state_dict"
 
@@ -55,7 +63,7 @@ def to_tensors(obj: Any) -> tuple[dict[str, np.ndarray], TensorLayout]:
     tensors = {name: _to_numpy(name, value, bfloat16) for name, value in items}
     extra = {"tensor_type": "torch" if items and all(torch_values) else "numpy"}
     if bfloat16:
-        extra["bfloat16"] = json.dumps(bfloat16)
+        extra[BFLOAT16_KEY] = json.dumps(bfloat16)
     return tensors, TensorLayout(structure=structure, names=tuple(tensors), extra=extra)
 
 
@@ -66,21 +74,8 @@ class WeightsMismatchError(WeightsCodecError):
 def _tensor_type(layout: TensorLayout) -> str:
     tensor_type = layout.extra.get("tensor_type", "numpy")
     if tensor_type not in ("numpy", "torch"):
-        raise WeightsCodecError(f"unknown tensor_type {tensor_type!r} in the weights layout")
+        raise WeightsCodecError(f"unknown tensor_type {quoted(tensor_type)} in the weights layout")
     return tensor_type
-
-
-def _bfloat16_names(tensors: Mapping[str, np.ndarray], layout: TensorLayout) -> set[str]:
-    """The tensors that carry raw bfloat16 bits; checked, since the layout comes from the peer."""
-    try:
-        names = json.loads(layout.extra.get("bfloat16", "[]"))
-    except ValueError:
-        raise WeightsCodecError("the weights layout's bfloat16 list is not JSON") from None
-    if not isinstance(names, list) or not all(isinstance(n, str) and n in tensors for n in names):
-        raise WeightsCodecError("the weights layout's bfloat16 list must name tensors of the buffer")
-    if any(tensors[n].dtype != np.int16 for n in names):
-        raise WeightsCodecError("bfloat16 tensors must travel as int16 bit patterns")
-    return set(names)
 
 
 def from_tensors(tensors: dict[str, np.ndarray], layout: TensorLayout) -> Any:
@@ -88,7 +83,7 @@ def from_tensors(tensors: dict[str, np.ndarray], layout: TensorLayout) -> Any:
     if _tensor_type(layout) == "torch":
         import torch
 
-        bfloat16 = _bfloat16_names(tensors, layout)
+        bfloat16 = bfloat16_names(tensors, layout)
         values = {}
         for name, array in tensors.items():
             tensor = torch.from_numpy(np.array(array, copy=not array.flags.writeable))
@@ -102,7 +97,7 @@ def from_tensors(tensors: dict[str, np.ndarray], layout: TensorLayout) -> Any:
         return tuple(ordered)
     if layout.structure == "array" and len(ordered) == 1:
         return ordered[0]
-    raise WeightsCodecError(f"unknown weights structure {layout.structure!r}")
+    raise WeightsCodecError(f"unknown weights structure {quoted(layout.structure)}")
 
 
 @dataclass(frozen=True)
@@ -115,7 +110,7 @@ class WeightsSignature:
 
     @classmethod
     def of(cls, tensors: Mapping[str, np.ndarray], layout: TensorLayout) -> WeightsSignature:
-        bfloat16 = _bfloat16_names(tensors, layout)
+        bfloat16 = bfloat16_names(tensors, layout)
         return cls(
             structure=layout.structure,
             tensor_type=_tensor_type(layout),
@@ -133,7 +128,7 @@ class WeightsSignature:
         """Says how ``other`` differs from this signature, or None when it fits."""
         if (other.structure, other.tensor_type) != (self.structure, self.tensor_type):
             return (
-                f"weights are a {other.tensor_type} {other.structure}, "
+                f"weights are a {other.tensor_type} {quoted(other.structure)}, "
                 f"the model needs a {self.tensor_type} {self.structure}"
             )
         if len(other.tensors) != len(self.tensors):
@@ -143,7 +138,7 @@ class WeightsSignature:
         ):
             if (name, dtype, shape) != (want_name, want_dtype, want_shape):
                 return (
-                    f"tensor {name!r} is {dtype}{list(shape)}, "
+                    f"tensor {quoted(name)} is {dtype}{quoted(list(shape))}, "
                     f"the model needs {want_name!r} as {want_dtype}{list(want_shape)}"
                 )
         return None
