@@ -1,8 +1,17 @@
-"""Server interceptors: metrics for every RPC, the bearer-token check, and tolerant request decoding."""
+"""Server interceptors: metrics for every RPC, the bearer-token check, and tolerant request decoding.
+
+A handler's behavior may be *non-blocking* (gRPC's ``experimental_non_blocking`` attribute, set by the
+health servicer's ``Watch``): it gets a ``send_response_callback`` keyword, returns at once and sends its
+responses later, so that an open stream holds no worker thread. Every wrapper here passes that keyword on
+and keeps the attribute; a wrapper that dropped it would make each open ``Watch`` hold a thread, and a
+few dozen watchers (health needs no token) would starve every other call.
+"""
 
 from __future__ import annotations
 
+import functools
 import hmac
+import threading
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -10,19 +19,25 @@ from typing import Any
 import grpc
 
 from colearn_contract import SERVICE_NAME
+from colearn_contract.json_limits import shown
 from colearn_contract.transport_security import AUTHORIZATION
 from colearn_learner.errors import BadRequestError
 from colearn_learner.metrics import LearnerMetrics, rpc_type
 
 
+def non_blocking(behavior: Callable[..., Any]) -> bool:
+    return bool(getattr(behavior, "experimental_non_blocking", False))
+
+
 def _wrap_behavior(
     handler: grpc.RpcMethodHandler, wrap: Callable[[Callable[..., Any]], Callable[..., Any]]
 ) -> grpc.RpcMethodHandler:
-    """The same handler with its one behavior (whichever of the four kinds it is) wrapped."""
+    """The same handler with its one behavior (whichever of the four kinds it is) wrapped. The wrapper
+    keeps the behavior's attributes (``functools.wraps``), the non-blocking flag among them."""
     for kind in ("unary_unary", "unary_stream", "stream_unary", "stream_stream"):
         behavior = getattr(handler, kind)
         if behavior is not None:
-            return handler._replace(**{kind: wrap(behavior)})
+            return handler._replace(**{kind: functools.wraps(behavior)(wrap(behavior))})
     return handler
 
 
@@ -86,6 +101,34 @@ class MetricsInterceptor(grpc.ServerInterceptor):
 
             return wrapper
 
+        def timed_non_blocking(behavior: Callable[..., Any]) -> Callable[..., Any]:
+            """The call ends later, when its stream closes: it is timed to that moment. The server ended
+            it (OK) when it sent the final ``None``; otherwise the client went away (CANCELLED)."""
+
+            def wrapper(
+                request: Any, context: grpc.ServicerContext, send_response_callback: Callable[[Any], None]
+            ) -> Any:
+                metrics.rpc_started.labels(*labels).inc()
+                start = time.perf_counter()
+                ended_by_server = threading.Event()
+
+                def send(response: Any) -> None:
+                    if response is None:
+                        ended_by_server.set()
+                    send_response_callback(response)
+
+                def closed() -> None:
+                    code = grpc.StatusCode.OK if ended_by_server.is_set() else grpc.StatusCode.CANCELLED
+                    metrics.rpc_handled.labels(*labels, code.name).inc()
+                    metrics.rpc_seconds.labels(*labels, code.name).observe(time.perf_counter() - start)
+
+                context.add_callback(closed)
+                return behavior(request, context, send_response_callback=send)
+
+            return wrapper
+
+        if any(non_blocking(b) for b in (handler.unary_stream, handler.stream_stream) if b is not None):
+            return _wrap_behavior(handler, timed_non_blocking)
         return _wrap_behavior(handler, timed_stream if handler.response_streaming else timed)
 
 
@@ -122,14 +165,15 @@ class RequestDecodingInterceptor(grpc.ServerInterceptor):
 
         def refuse(context: grpc.ServicerContext, request: _Undecodable) -> None:
             context.abort(
-                grpc.StatusCode.INVALID_ARGUMENT, f"{method}: the request does not parse: {request.error}"
+                grpc.StatusCode.INVALID_ARGUMENT,
+                f"{method}: the request does not parse: {shown(str(request.error))}",
             )
 
         def unary(behavior: Callable[..., Any]) -> Callable[..., Any]:
-            def checked(request: Any, context: grpc.ServicerContext) -> Any:
+            def checked(request: Any, context: grpc.ServicerContext, **non_blocking: Any) -> Any:
                 if isinstance(request, _Undecodable):
                     refuse(context, request)
-                return behavior(request, context)
+                return behavior(request, context, **non_blocking)
 
             return checked
 
@@ -139,7 +183,7 @@ class RequestDecodingInterceptor(grpc.ServerInterceptor):
                     for request in requests:
                         if isinstance(request, _Undecodable) and own:
                             raise BadRequestError(
-                                f"{method}: a streamed message does not parse: {request.error}"
+                                f"{method}: a streamed message does not parse: {shown(str(request.error))}"
                             )
                         if isinstance(request, _Undecodable):
                             refuse(context, request)
