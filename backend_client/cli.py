@@ -66,7 +66,15 @@ def _security(args: argparse.Namespace) -> ClientSecurity:
     )
 
 
+def _probe_address(args: argparse.Namespace) -> str:
+    if args.address and args.address_flag and args.address != args.address_flag:
+        raise ValueError(f"two addresses given ({args.address} and --address {args.address_flag}); give one")
+    return args.address or args.address_flag or "127.0.0.1:9995"
+
+
 def probe(args: argparse.Namespace) -> int:
+    args.address = _probe_address(args)
+    discovery.explicit(args.address)  # host:port, or one clear line
     deadlines = Deadlines(connect=args.timeout)
     with LearnerClient("probe", args.address, deadlines=deadlines, security=_security(args)) as learner:
         version = learner.get_version()
@@ -223,7 +231,10 @@ def build_parser() -> argparse.ArgumentParser:
              help="bearer token the learners require; prefer the COLEARN_AUTH_TOKEN variable")  # fmt: skip
     commands = parser.add_subparsers(dest="command", required=True)
     p = commands.add_parser("probe", help="show what a learner serves", parents=[common, secure])
-    add_flag(p, "address", default="127.0.0.1:9995", help="host:port")
+    p.add_argument("address", nargs="?", metavar="HOST:PORT", help="the learner (default 127.0.0.1:9995)")
+    p.add_argument(
+        "--address", dest="address_flag", metavar="HOST:PORT", default=None, help="the same, as a flag"
+    )
     add_flag(p, "timeout", type=float, default=5.0, help="seconds to wait for the learner")
     add_flag(p, "json", action="store_true", help="print JSON instead of tables")
     p.set_defaults(func=probe)

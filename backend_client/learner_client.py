@@ -1,7 +1,10 @@
 """``LearnerClient``: the machine-learning interface of a remote learner, over one reused gRPC channel.
 
-The client never decodes weights: what it gets from one learner it checks and relays to the others as
-``RelayedWeights``, the serialized parts as they came, so that N learners get the same bytes objects.
+The client never decodes weights to relay them: what it gets from one learner it checks and relays to the
+others as ``RelayedWeights``, the serialized parts as they came, so that N learners get the same bytes
+objects. A user who wants to look at them can: ``mli_get_current_weights().weights`` is also a mapping of
+tensor name to numpy array, decoded on first access, equal to other weights when the digests are, and
+``save``-able as a safetensors file (``colearn_contract.serialized_weights``).
 Every call has a deadline; idempotent calls are retried on UNAVAILABLE by gRPC's own retry policy (see
 ``colearn_contract.grpc_options``). ``ClientSecurity`` adds TLS (mTLS with a client
 certificate) and the bearer token; a TLS file that cannot be used fails ``start()`` before any connection.
@@ -9,7 +12,6 @@ certificate) and the bearer token; a TLS file that cannot be used fails ``start(
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -17,14 +19,16 @@ from typing import Any, TypeVar
 import grpc
 
 from backend_client.errors import LearnerError, LearnerUnavailableError, from_rpc_error
-from colearn_contract import SERVICE_NAME
+from colearn_contract import SERVICE_NAME, criteria
 from colearn_contract.grpc_options import channel_options
 from colearn_contract.mli import MachineLearningInterface, ProposedWeights, Weights
+from colearn_contract.parameters import from_struct, struct_from_json
+from colearn_contract.serialized_weights import SerializedWeights
 from colearn_contract.transport_security import ClientSecurity
 from colearn_contract.v1 import learner_pb2 as pb
 from colearn_contract.v1 import learner_pb2_grpc as pb_grpc
 from colearn_contract.weight_relay import RelayedWeights, receive_relayed, wire_parts_of
-from colearn_contract.weight_stream import DEFAULT_PART_BYTES, MIB, EncodedWeights, WeightsStreamError
+from colearn_contract.weight_stream import DEFAULT_PART_BYTES, MIB, WeightsStreamError
 
 _T = TypeVar("_T")
 
@@ -169,9 +173,9 @@ class LearnerClient(MachineLearningInterface):
             ),
         )
         return {
-            "data_loaders": {d.name: json.loads(d.default_parameters) for d in response.dataloaders},
+            "data_loaders": {d.name: from_struct(d.default_parameters) for d in response.dataloaders},
             "required_parameters": {d.name: list(d.required_parameters) for d in response.dataloaders},
-            "model_architectures": {m.name: json.loads(m.default_parameters) for m in response.models},
+            "model_architectures": {m.name: from_struct(m.default_parameters) for m in response.models},
             "compatibilities": {m.name: list(m.compatible_dataloaders) for m in response.models},
         }
 
@@ -187,7 +191,7 @@ class LearnerClient(MachineLearningInterface):
             weights_sha256=r.weights_sha256,
             vote_score=r.vote_score if r.HasField("vote_score") else None,
             test_score=r.test_score if r.HasField("test_score") else None,
-            criterion=r.criterion,
+            criterion=criteria.from_wire(r.criterion),
             busy=r.busy,
         )
 
@@ -198,12 +202,13 @@ class LearnerClient(MachineLearningInterface):
         model_arch_name: str,
         model_parameters: str,
     ) -> str:
-        """Sets up the model and data; returns the sha256 of the learner's initial weights."""
+        """Sets up the model and data; returns the sha256 of the learner's initial weights. The parameters
+        are JSON objects, as in colearn; text that is not one raises ``ParametersError`` (a ValueError)."""
         request = pb.MLSetupRequest(
             dataloader_name=dataset_loader_name,
-            dataloader_parameters=dataset_loader_parameters,
+            dataloader_parameters=struct_from_json(dataset_loader_parameters, "dataset_loader_parameters"),
             model_name=model_arch_name,
-            model_parameters=model_parameters,
+            model_parameters=struct_from_json(model_parameters, "model_parameters"),
         )
         response = self._call("MLSetup", lambda: self.stub.MLSetup(request, timeout=self.deadlines.setup))
         return response.weights_sha256
@@ -235,7 +240,7 @@ class LearnerClient(MachineLearningInterface):
             vote_score=r.vote_score if r.HasField("vote_score") else None,
             test_score=r.test_score if r.HasField("test_score") else None,
             vote=r.vote if r.HasField("vote") else None,
-            criterion=r.criterion,
+            criterion=criteria.from_wire(r.criterion),
         )
 
     def mli_accept_weights(self, weights: Weights) -> None:
@@ -273,8 +278,8 @@ class ExampleGRPCLearnerClient(LearnerClient):
     """colearn's name for the gRPC learner client, kept so that the tutorial runs unchanged."""
 
 
-def _encoded(weights: Weights) -> EncodedWeights | RelayedWeights:
-    if not isinstance(weights.weights, EncodedWeights | RelayedWeights):
+def _encoded(weights: Weights) -> SerializedWeights:
+    if not isinstance(weights.weights, SerializedWeights):
         raise TypeError(
             "a LearnerClient relays encoded weights from another learner, "
             f"not {type(weights.weights).__name__}"

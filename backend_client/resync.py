@@ -29,8 +29,7 @@ from backend_client.learner_client import LearnerClient, RemoteStatus
 from backend_client.results import Result
 from backend_client.rounds import play_round
 from colearn_contract.mli import Weights
-from colearn_contract.weight_relay import RelayedWeights
-from colearn_contract.weight_stream import EncodedWeights
+from colearn_contract.serialized_weights import SerializedWeights
 
 _log = logging.getLogger(__name__)
 
@@ -65,7 +64,7 @@ class FleetWeights:
     def accepted(self, proposal: Weights) -> Weights:
         """Records an accepted proposal as the fleet's weights (kept without its id, see the module)."""
         encoded = proposal.weights
-        if not isinstance(encoded, EncodedWeights | RelayedWeights):
+        if not isinstance(encoded, SerializedWeights):
             raise TypeError(f"the fleet's weights are encoded bytes, not {type(encoded).__name__}")
         self.current = Weights(weights=encoded.renamed(""))
         return self.current

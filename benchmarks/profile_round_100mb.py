@@ -67,7 +67,7 @@ def stages(runs: int) -> None:
         return state["encoded"]
 
     def split() -> Any:
-        state["parts"] = list(iter_parts(state["encoded"]))
+        state["parts"] = list(iter_parts(state["encoded"], message=pb.ProposeWeightsResponse))
         return state["parts"]
 
     def serialize() -> Any:
@@ -75,11 +75,11 @@ def stages(runs: int) -> None:
         return state["wire"]
 
     def parse() -> Any:
-        state["received"] = [pb.WeightsPart.FromString(w) for w in state["wire"]]
+        state["received"] = [pb.TestWeightsRequest.FromString(w) for w in state["wire"]]
         return state["received"]
 
     def join() -> Any:
-        state["joined"] = assemble(iter(state["received"]), 1 << 40)
+        state["joined"] = assemble((message.part for message in state["received"]), 1 << 40)
         return state["joined"]
 
     def relay() -> Any:
@@ -91,7 +91,7 @@ def stages(runs: int) -> None:
     steps: list[tuple[str, str, Callable[[], Any]]] = [
         ("learner: encode_weights (safetensors layout, in place)", "proposer", encode),
         ("learner: sha256 (EncodedWeights.wrap)", "proposer", wrap),
-        ("sender: iter_parts (bytes() per part + WeightsPart)", "proposer, GetCurrentWeights", split),
+        ("sender: iter_parts (bytes() per part, built in its message)", "proposer, GetCurrentWeights", split),
         ("sender: protobuf SerializeToString of parts", "proposer, GetCurrentWeights", serialize),
         ("backend: receive_relayed (parse, sha256, keep the wire bytes)", "backend", relay),
         ("voter: protobuf parse of parts", "every voter", parse),

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import signal
 import socket
@@ -14,6 +13,7 @@ from pathlib import Path
 
 import grpc
 import pytest
+from wire_kit import learner_stub, params
 
 from backend_client.local_fleet import wait_until_serving
 from colearn_contract.v1 import learner_pb2 as pb
@@ -53,9 +53,9 @@ def digits_setup(
 ) -> pb.MLSetupRequest:
     return pb.MLSetupRequest(
         dataloader_name="DIGITS",
-        dataloader_parameters=json.dumps({"shard": shard, "n_shards": n_shards}),
+        dataloader_parameters=params(shard=shard, n_shards=n_shards),
         model_name=model,
-        model_parameters=json.dumps(model_params),
+        model_parameters=params(**model_params),
     )
 
 
@@ -93,7 +93,7 @@ def channel(server: GRPCServer) -> Iterator[grpc.Channel]:
 
 @pytest.fixture
 def stub(channel: grpc.Channel) -> pb_grpc.LearnerStub:
-    return pb_grpc.LearnerStub(channel)
+    return learner_stub(channel)
 
 
 class LearnerProcesses:

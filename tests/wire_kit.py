@@ -17,9 +17,11 @@ from pathlib import Path
 from typing import Any
 
 import grpc
+from google.protobuf import struct_pb2
 from grpc_health.v1 import health_pb2
 
 from colearn_contract.v1 import learner_pb2 as pb
+from colearn_contract.v1 import learner_pb2_grpc as pb_grpc
 
 MIB = 1024 * 1024
 SERVICE = "colearn.v1.Learner"
@@ -46,8 +48,80 @@ def rpc_code(call: Callable[[], Any]) -> tuple[grpc.StatusCode, str]:
     return grpc.StatusCode.OK, ""
 
 
+def params(**values: Any) -> struct_pb2.Struct:
+    """Parameters as MLSetup carries them: a ``google.protobuf.Struct`` (which may hold NaN and infinities,
+    as a hostile client's may)."""
+    struct = struct_pb2.Struct()
+    struct.update(values)
+    return struct
+
+
+def varint(value: int) -> bytes:
+    out = bytearray()
+    while True:
+        byte, value = value & 0x7F, value >> 7
+        out.append(byte | (0x80 if value else 0))
+        if not value:
+            return bytes(out)
+
+
+def length_delimited(number: int, payload: bytes) -> bytes:
+    """A length-delimited protobuf field, encoded by hand (for bytes the generated code will not build)."""
+    return varint(number << 3 | 2) + varint(len(payload)) + payload
+
+
+def deep_parameters(levels: int) -> bytes:
+    """A Struct ``{"seed": [[[...]]]}`` nested ``levels`` lists deep, as bytes: protobuf will not build one
+    deeper than its own limit, a hostile client may still send it."""
+    inner = b""  # an empty ListValue
+    for _ in range(levels):
+        inner = length_delimited(1, length_delimited(6, inner))  # ListValue{values: [Value{list_value}]}
+    return length_delimited(1, length_delimited(1, b"seed") + length_delimited(2, length_delimited(6, inner)))
+
+
 def joined(parts: Iterable[pb.WeightsPart]) -> bytes:
     return b"".join(p.data for p in parts)
+
+
+def learner_stub(channel: grpc.Channel) -> pb_grpc.LearnerStub:
+    """The generated stub, except that its four weights methods take and give bare ``WeightsPart``
+    messages: each is put into (or taken out of) its method's own message on the way, so that a test can
+    frame a stream part by part. What crosses the wire is the contract's messages, byte for byte."""
+    stub = pb_grpc.LearnerStub(channel)
+
+    def path(method: str) -> str:
+        return f"/{SERVICE}/{method}"
+
+    def wrap(message: type) -> Callable[[Any], bytes]:
+        def serialize(item: Any) -> bytes:
+            return (item if isinstance(item, message) else message(part=item)).SerializeToString()
+
+        return serialize
+
+    def unwrap(message: type) -> Callable[[bytes], pb.WeightsPart]:
+        return lambda data: message.FromString(data).part
+
+    stub.ProposeWeights = channel.unary_stream(
+        path("ProposeWeights"),
+        request_serializer=pb.ProposeWeightsRequest.SerializeToString,
+        response_deserializer=unwrap(pb.ProposeWeightsResponse),
+    )
+    stub.GetCurrentWeights = channel.unary_stream(
+        path("GetCurrentWeights"),
+        request_serializer=pb.GetCurrentWeightsRequest.SerializeToString,
+        response_deserializer=unwrap(pb.GetCurrentWeightsResponse),
+    )
+    stub.TestWeights = channel.stream_unary(
+        path("TestWeights"),
+        request_serializer=wrap(pb.TestWeightsRequest),
+        response_deserializer=pb.TestWeightsResponse.FromString,
+    )
+    stub.SetWeights = channel.stream_unary(
+        path("SetWeights"),
+        request_serializer=wrap(pb.SetWeightsRequest),
+        response_deserializer=pb.SetWeightsResponse.FromString,
+    )
+    return stub
 
 
 def sha256_hex(data: bytes) -> str:
@@ -60,7 +134,7 @@ def parts_for(
     chunk: int = 1000,
     sha256: str | None = None,
     proposal_id: str = "",
-    encoding: str = "safetensors",
+    encoding: int = pb.WEIGHTS_ENCODING_SAFETENSORS,
     total: int | None = None,
 ) -> list[pb.WeightsPart]:
     """Cuts a buffer into parts of ``chunk`` bytes, with a header in the first; every field overridable."""

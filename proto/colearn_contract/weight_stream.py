@@ -13,17 +13,29 @@ import hashlib
 import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
+from typing import Any, TypeVar
 
 import numpy as np
 
+from colearn_contract.serialized_weights import SerializedWeights
 from colearn_contract.v1 import learner_pb2 as pb
-from colearn_contract.weights_codec import ENCODING, sha256_hex
+from colearn_contract.weights_codec import sha256_hex
 
 MIB = 1024 * 1024
 MIN_PART_BYTES = 1 * MIB
 MAX_PART_BYTES = 4 * MIB
 DEFAULT_PART_BYTES = 2 * MIB
 _SHA256_HEX = re.compile(r"[0-9a-f]{64}")
+_ENCODING = pb.WEIGHTS_ENCODING_SAFETENSORS
+
+#: The messages of the four weights streams: each holds one ``WeightsPart`` in field 1.
+WeightsMessage = TypeVar(
+    "WeightsMessage",
+    pb.ProposeWeightsResponse,
+    pb.TestWeightsRequest,
+    pb.SetWeightsRequest,
+    pb.GetCurrentWeightsResponse,
+)
 
 
 class WeightsStreamError(ValueError):
@@ -35,15 +47,15 @@ class TruncatedStreamError(WeightsStreamError):
     cancelled (a receiver may see the end of the stream before it sees the cancellation)."""
 
 
-@dataclass(frozen=True)
-class EncodedWeights:
-    """Weights as opaque encoded bytes: what travels, and all the backend ever holds."""
+@dataclass(frozen=True, eq=False)
+class EncodedWeights(SerializedWeights):
+    """Weights as one encoded buffer: what a learner sends and keeps. Equal when the digests are
+    (``SerializedWeights``)."""
 
     #: ``bytes``, or a ``memoryview`` of the buffer a stream was received into (no copy was made).
     data: bytes | memoryview
     sha256: str
     proposal_id: str = ""
-    encoding: str = ENCODING
 
     @classmethod
     def wrap(cls, data: bytes | memoryview, proposal_id: str = "") -> EncodedWeights:
@@ -57,25 +69,35 @@ class EncodedWeights:
         """The same weights under another proposal id ("" sends them as plain weights, not a proposal)."""
         return dataclasses.replace(self, proposal_id=proposal_id)
 
+    def buffer(self) -> bytes | memoryview:
+        return self.data
 
-def iter_parts(weights: EncodedWeights, part_bytes: int = DEFAULT_PART_BYTES) -> Iterator[pb.WeightsPart]:
-    """Yields the parts of one buffer; an empty buffer still yields one part, which carries the header."""
+
+def iter_parts(
+    weights: SerializedWeights,
+    part_bytes: int = DEFAULT_PART_BYTES,
+    *,
+    message: type[WeightsMessage] | None = None,
+) -> Iterator[Any]:
+    """Yields the buffer's parts; an empty buffer still yields one part, which carries the header. With
+    ``message`` each part comes in one of those (built in it, never copied into it), else bare."""
     if not MIN_PART_BYTES <= part_bytes <= MAX_PART_BYTES:
         raise ValueError(f"part_bytes must be between {MIN_PART_BYTES} and {MAX_PART_BYTES}")
     # memoryview slices cost nothing; protobuf needs bytes, so each part is copied once, part by part,
     # rather than the whole buffer at once.
-    view = memoryview(weights.data)
+    view = memoryview(weights.buffer())
     total = len(view)
-    header = pb.WeightsHeader(
-        proposal_id=weights.proposal_id, encoding=weights.encoding, sha256=weights.sha256
-    )
     offset = 0
     while True:
         chunk = bytes(view[offset : offset + part_bytes])
-        part = pb.WeightsPart(offset=offset, total_bytes=total, data=chunk)
+        holder = pb.WeightsPart() if message is None else message()
+        part = holder if message is None else holder.part
+        part.offset, part.total_bytes, part.data = offset, total, chunk
         if offset == 0:
-            part.header.CopyFrom(header)
-        yield part
+            header = part.header
+            header.proposal_id, header.sha256 = weights.proposal_id, weights.sha256
+            header.encoding = _ENCODING
+        yield holder
         offset += len(chunk)
         if offset >= total:
             return
@@ -123,8 +145,10 @@ class WeightsAssembler:
         if not part.HasField("header"):
             raise WeightsStreamError("the first part must carry a header (proposal_id, encoding, sha256)")
         header = part.header
-        if header.encoding != ENCODING:
-            raise WeightsStreamError(f"unknown encoding {header.encoding!r}; valid: {ENCODING!r}")
+        if header.encoding != _ENCODING:
+            raise WeightsStreamError(
+                f"unknown encoding {header.encoding}; valid: {pb.WeightsEncoding.Name(_ENCODING)}"
+            )
         if not _SHA256_HEX.fullmatch(header.sha256):
             raise WeightsStreamError("header sha256 must be 64 lowercase hex digits")
         if part.total_bytes > self._max_total_bytes:
@@ -162,7 +186,6 @@ class WeightsAssembler:
             data=self._buffer.toreadonly(),  # its digest is known from now on
             sha256=header.sha256,
             proposal_id=header.proposal_id,
-            encoding=header.encoding,
         )
 
 

@@ -14,7 +14,6 @@ truncated, altered or unreadable is refused as a whole: the caller logs it, coun
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import logging
@@ -26,6 +25,8 @@ import numpy as np
 import safetensors
 import safetensors.numpy
 
+from colearn_contract.atomic_files import TEMP_PREFIX, remove_stale_temp_files, write_atomically
+
 _log = logging.getLogger(__name__)
 
 FORMAT = "colearn.checkpoint.v1"
@@ -33,7 +34,6 @@ _PAYLOAD = "weights"
 _META = "colearn.checkpoint"
 _META_DIGEST = "colearn.checkpoint_sha256"
 _SUFFIX = ".safetensors"
-_TEMP_PREFIX = ".tmp-"
 
 
 class CheckpointError(Exception):
@@ -58,15 +58,6 @@ class Checkpoint:
     proposal_id: str = ""
 
 
-def _fsync_folder(folder: Path) -> None:
-    # The rename is durable only once the folder's entry is on disk too.
-    fd = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def _meta_digest(meta_json: str, payload_sha256: str) -> str:
     return hashlib.sha256(f"{meta_json}\n{payload_sha256}".encode()).hexdigest()
 
@@ -79,18 +70,12 @@ class CheckpointStore:
         try:
             self.folder.mkdir(parents=True, exist_ok=True)
             # A learner that cannot write checkpoints must say so at start, not after its first accept.
-            probe = self.folder / f"{_TEMP_PREFIX}probe-{os.getpid()}"
+            probe = self.folder / f"{TEMP_PREFIX}probe-{os.getpid()}"
             probe.write_bytes(b"")
             probe.unlink()
         except OSError as exc:
             raise OSError(f"checkpoint_dir {self.folder} is not a writable folder: {exc}") from None
-        self._remove_stale_temp_files()
-
-    def _remove_stale_temp_files(self) -> None:
-        """Temp files are what a crash mid-write leaves behind; they are never read, only removed."""
-        for stale in self.folder.glob(f"{_TEMP_PREFIX}*"):
-            with contextlib.suppress(OSError):
-                stale.unlink()
+        remove_stale_temp_files(self.folder)  # what a crash mid-write left: never read, only removed
 
     def path_for(self, digest: str) -> Path:
         return self.folder / f"checkpoint-{digest[:32]}{_SUFFIX}"
@@ -114,20 +99,7 @@ class CheckpointStore:
             {_PAYLOAD: np.frombuffer(checkpoint.payload, dtype=np.uint8)},
             metadata={_META: meta_json, _META_DIGEST: _meta_digest(meta_json, payload_sha256)},
         )
-        target = self.path_for(checkpoint.setup_digest)
-        temp = self.folder / f"{_TEMP_PREFIX}{target.name}-{os.getpid()}"
-        try:
-            with open(temp, "wb") as out:
-                out.write(data)
-                out.flush()
-                os.fsync(out.fileno())
-            os.replace(temp, target)
-        except BaseException:
-            with contextlib.suppress(OSError):
-                temp.unlink()
-            raise
-        _fsync_folder(self.folder)
-        return target
+        return write_atomically(self.path_for(checkpoint.setup_digest), [data])
 
     def load(self, digest: str) -> Checkpoint | None:
         """The checkpoint of this set-up, None when there is none; CheckpointError when it is not sound."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import signal
 import threading
@@ -9,8 +10,9 @@ from concurrent import futures
 from typing import Any
 
 import grpc
+from google.protobuf import descriptor_pb2, descriptor_pool
 from grpc_health.v1 import health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection
+from grpc_reflection.v1alpha import reflection, reflection_pb2
 
 from colearn_contract import SERVICE_NAME, __version__
 from colearn_contract.grpc_options import health_server_options, server_options
@@ -36,6 +38,15 @@ _HEALTH_PORT_THREADS = 2  # Check is quick and Watch does not hold a thread (non
 _HEALTH_SERVICE = health_pb2.DESCRIPTOR.services_by_name["Health"].full_name
 
 
+def _health_only_pool() -> descriptor_pool.DescriptorPool:
+    pool = descriptor_pool.DescriptorPool()
+    for file in (health_pb2.DESCRIPTOR, reflection_pb2.DESCRIPTOR):
+        proto = descriptor_pb2.FileDescriptorProto()
+        file.CopyToProto(proto)
+        pool.Add(proto)
+    return pool
+
+
 def _probe_threads(worker_threads: int) -> int:
     """Worker threads kept free of model calls, for health checks, status and queries."""
     return min(4, worker_threads // 2)
@@ -55,7 +66,17 @@ def server_credentials(settings: Settings) -> grpc.ServerCredentials | None:
 
 
 class GRPCServer:
-    """Serves one MLI factory. ``run()`` blocks until SIGTERM/SIGINT or ``stop()``; ``start()`` does not."""
+    """Serves one MLI factory. ``run()`` blocks until SIGTERM/SIGINT or ``stop()``; ``start()`` does not.
+
+    Settings come from ``settings``, else from the ``COLEARN_*`` environment, and the arguments override
+    them. A server built in code serves metrics only where it is asked to (``metrics_port=``,
+    ``COLEARN_METRICS_PORT`` or ``settings``): the tutorial builds several servers in one script, and one
+    default port would let only the first of them start. (``colearn-learner serve`` keeps the tutorial's
+    ``--metrics_port`` default, 9091.)
+
+    A server that has not started can be handed to another process (``Process(target=server.run)``, with
+    the fork or the spawn start method); the factory must then be picklable too.
+    """
 
     def __init__(
         self,
@@ -66,14 +87,17 @@ class GRPCServer:
         settings: Settings | None = None,
         host: str | None = None,
     ) -> None:
+        base = settings or Settings()
+        if settings is None and metrics_port is None and "metrics_port" not in base.model_fields_set:
+            metrics_port = 0
         overrides: dict[str, Any] = {
             k: v
             for k, v in {"port": port, "metrics_port": metrics_port, "host": host}.items()
             if v is not None
         }
-        base = settings or Settings()
         # Validated like any other setting: a port of -7 fails here, not at bind time.
         self.settings = Settings(**{**base.model_dump(), **overrides}) if overrides else base
+        self._factory = mli_factory
         self.metrics = LearnerMetrics()
         self.metrics.declare_methods(pb.DESCRIPTOR.services_by_name["Learner"])
         self.health = LearnerHealth()
@@ -103,6 +127,12 @@ class GRPCServer:
         self.port = 0
         self.metrics_port = 0
         self.health_port = 0
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        """Rebuilt from its factory and settings in the other process (the spawn start method)."""
+        if self._server is not None or self._stopped.is_set():
+            raise TypeError("only a GRPCServer that has not started can move to another process")
+        return (functools.partial(GRPCServer, settings=self.settings), (self._factory,))
 
     def start(self) -> GRPCServer:
         if self._stopped.is_set():
@@ -181,7 +211,11 @@ class GRPCServer:
             options=health_server_options(),
         )
         health_pb2_grpc.add_HealthServicer_to_server(self.health.servicer, server)
-        reflection.enable_server_reflection((_HEALTH_SERVICE, reflection.SERVICE_NAME), server)
+        # Reflection here knows the health and reflection protos only: `grpcurl describe` of the learner's
+        # API must not work on a port that needs neither TLS nor the token.
+        reflection.enable_server_reflection(
+            (_HEALTH_SERVICE, reflection.SERVICE_NAME), server, pool=_health_only_pool()
+        )
         self.health_port = server.add_insecure_port(f"{s.host}:{s.health_port}")
         server.start()
         return server
@@ -206,9 +240,12 @@ class GRPCServer:
             if self._server is not None:
                 self.health.shutting_down()
                 grace = self.settings.grace_seconds if grace is None else grace
-                self._server.stop(grace).wait()
+                stopped = self._server.stop(grace)  # no new calls from here on
+                self.health.end_watches()  # watchers have seen NOT_SERVING; they must not hold the grace
+                stopped.wait()
                 _log.info("learner on port %d stopped", self.port)
             self._close_side_ports()
+            self.health.close()
             self._stopped.set()
 
     def _close_side_ports(self) -> None:

@@ -9,7 +9,6 @@ from __future__ import annotations
 import contextlib
 import functools
 import inspect
-import json
 import logging
 import threading
 import time
@@ -18,12 +17,15 @@ from typing import Any
 
 import grpc
 
-from colearn_contract import CONTRACT, __version__
+from colearn_contract import CONTRACT, __version__, criteria
+from colearn_contract.json_limits import shown
+from colearn_contract.parameters import ParametersError, json_from_struct, to_struct
 from colearn_contract.v1 import learner_pb2 as pb
 from colearn_contract.v1 import learner_pb2_grpc as pb_grpc
 from colearn_contract.weight_stream import (
     EncodedWeights,
     TruncatedStreamError,
+    WeightsMessage,
     WeightsStreamError,
     assemble,
     iter_parts,
@@ -41,6 +43,10 @@ _log = logging.getLogger(__name__)
 #: the cancel test the stream ended first, and the cancellation followed 9 ms later. A client that really
 #: stopped early waits this long for its INVALID_ARGUMENT.
 _CANCELLATION_SETTLE_SECONDS = 0.2
+#: The longest status message a learner sends. gRPC carries the message in trailing metadata, which a
+#: client refuses beyond 16 KiB (it then reports RESOURCE_EXHAUSTED instead of the real status); the
+#: values a message repeats are cut far shorter (``json_limits.shown``), this is the backstop.
+MAX_DETAILS = 2000
 
 
 def _cancelled_soon(context: grpc.ServicerContext) -> bool:
@@ -51,21 +57,22 @@ def _cancelled_soon(context: grpc.ServicerContext) -> bool:
 
 
 def _abort(context: grpc.ServicerContext, method: str, exc: Exception) -> None:
+    def abort(code: grpc.StatusCode, details: str) -> None:
+        context.abort(code, shown(details, MAX_DETAILS))
+
     # gRPC may end a cancelled upload's request stream before it marks the call cancelled; without the
     # wait, a client that hung up would be counted as a client mistake (INVALID_ARGUMENT).
     if not context.is_active() or (isinstance(exc, TruncatedStreamError) and _cancelled_soon(context)):
         # The client cancelled or its deadline passed while we read its stream: no fault of the learner,
         # and nobody is left to answer; the code is for the metrics and the logs.
         expired = (context.time_remaining() or 0) <= 0
-        context.abort(grpc.StatusCode.DEADLINE_EXCEEDED if expired else grpc.StatusCode.CANCELLED, str(exc))
+        abort(grpc.StatusCode.DEADLINE_EXCEEDED if expired else grpc.StatusCode.CANCELLED, str(exc))
     if isinstance(exc, StatusError):
-        context.abort(exc.code, str(exc))
+        abort(exc.code, str(exc))
     if isinstance(exc, WeightsStreamError):
-        context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"bad weights stream: {exc}")
+        abort(grpc.StatusCode.INVALID_ARGUMENT, f"bad weights stream: {exc}")
     _log.exception("%s failed", method)
-    context.abort(
-        grpc.StatusCode.INTERNAL, f"{method} failed inside the learner: {type(exc).__name__}: {exc}"
-    )
+    abort(grpc.StatusCode.INTERNAL, f"{method} failed inside the learner: {type(exc).__name__}: {exc}")
 
 
 def _guarded(method: Callable[..., Any]) -> Callable[..., Any]:
@@ -160,7 +167,7 @@ class LearnerServicer(pb_grpc.LearnerServicer):
         loaders = [
             pb.DataloaderSpec(
                 name=name,
-                default_parameters=json.dumps(defaults, sort_keys=True, default=str),
+                default_parameters=to_struct(defaults, f"the defaults of dataloader {name}"),
                 required_parameters=factory.get_required_parameters(name),
             )
             for name, defaults in sorted(factory.get_dataloaders().items())
@@ -169,7 +176,7 @@ class LearnerServicer(pb_grpc.LearnerServicer):
         models = [
             pb.ModelSpec(
                 name=name,
-                default_parameters=json.dumps(defaults, sort_keys=True, default=str),
+                default_parameters=to_struct(defaults, f"the defaults of model {name}"),
                 compatible_dataloaders=compat.get(name, []),
             )
             for name, defaults in sorted(factory.get_models().items())
@@ -185,37 +192,45 @@ class LearnerServicer(pb_grpc.LearnerServicer):
         if not request.dataloader_name:
             valid = ", ".join(sorted(self._factory.get_dataloaders()))
             raise InvalidParametersError(f"dataloader_name is required; valid dataloaders: {valid}")
+        try:
+            model_params = json_from_struct(request.model_parameters, "model_parameters")
+            dataloader_params = json_from_struct(request.dataloader_parameters, "dataloader_parameters")
+        except ParametersError as exc:
+            raise InvalidParametersError(str(exc)) from None
         result = self._host.setup(
-            request.model_name,
-            request.model_parameters,
-            request.dataloader_name,
-            request.dataloader_parameters,
+            request.model_name, model_params, request.dataloader_name, dataloader_params
         )
         return pb.MLSetupResponse(unchanged=result.unchanged, weights_sha256=result.weights_sha256)
 
     def _send(
-        self, weights: EncodedWeights, method: str, context: grpc.ServicerContext
-    ) -> Iterator[pb.WeightsPart]:
+        self,
+        weights: EncodedWeights,
+        message: type[WeightsMessage],
+        method: str,
+        context: grpc.ServicerContext,
+    ) -> Iterator[WeightsMessage]:
         # A client that stops reading blocks the send (HTTP/2 flow control) and would keep this call's
         # model slot; past the stream deadline the call is cancelled, which ends the send and frees it.
         watchdog = threading.Timer(self._stream_timeout_seconds, context.cancel)
         watchdog.daemon = True
         watchdog.start()
+        counter = self._metrics.weight_bytes.labels("out", method)
         try:
-            for part in iter_parts(weights, self._part_bytes):
-                self._metrics.weight_bytes.labels("out", method).inc(len(part.data))
+            sent = 0
+            for part in iter_parts(weights, self._part_bytes, message=message):
                 yield part
+                chunk = min(self._part_bytes, weights.size - sent)  # reading part.data would copy it
+                sent += chunk
+                counter.inc(chunk)
         finally:
             watchdog.cancel()
 
-    def _receive(self, parts: Iterator[pb.WeightsPart], method: str) -> EncodedWeights:
+    def _receive(self, messages: Iterator[WeightsMessage], method: str) -> EncodedWeights:
         self._host.require_ready()
         # The size cap is checked on the first part, before any buffer is allocated; the deadline bounds
         # how long a sender may hold this call (and its model slot) with a stream that never ends.
-        weights = assemble(
-            within_deadline(parts, self._stream_timeout_seconds, f"the {method} stream"),
-            self._max_weights_bytes,
-        )
+        received = within_deadline(messages, self._stream_timeout_seconds, f"the {method} stream")
+        weights = assemble((message.part for message in received), self._max_weights_bytes)
         self._metrics.weight_bytes.labels("in", method).inc(weights.size)
         return weights
 
@@ -223,13 +238,13 @@ class LearnerServicer(pb_grpc.LearnerServicer):
     @_model_call
     def ProposeWeights(
         self, request: pb.ProposeWeightsRequest, context: grpc.ServicerContext
-    ) -> Iterator[pb.WeightsPart]:
-        yield from self._send(self._host.propose(), "ProposeWeights", context)
+    ) -> Iterator[pb.ProposeWeightsResponse]:
+        yield from self._send(self._host.propose(), pb.ProposeWeightsResponse, "ProposeWeights", context)
 
     @_guarded
     @_model_call
     def TestWeights(
-        self, request_iterator: Iterator[pb.WeightsPart], context: grpc.ServicerContext
+        self, request_iterator: Iterator[pb.TestWeightsRequest], context: grpc.ServicerContext
     ) -> pb.TestWeightsResponse:
         weights = self._receive(request_iterator, "TestWeights")
         verdict = self._host.test(weights)
@@ -237,7 +252,7 @@ class LearnerServicer(pb_grpc.LearnerServicer):
             proposal_id=weights.proposal_id,
             vote_score=verdict.vote_score,
             test_score=verdict.test_score,
-            criterion=verdict.criterion,
+            criterion=criteria.to_wire(verdict.criterion),
         )
         if verdict.vote is not None:
             response.vote = verdict.vote
@@ -246,7 +261,7 @@ class LearnerServicer(pb_grpc.LearnerServicer):
     @_guarded
     @_model_call
     def SetWeights(
-        self, request_iterator: Iterator[pb.WeightsPart], context: grpc.ServicerContext
+        self, request_iterator: Iterator[pb.SetWeightsRequest], context: grpc.ServicerContext
     ) -> pb.SetWeightsResponse:
         status = self._host.set_weights(self._receive(request_iterator, "SetWeights"))
         return pb.SetWeightsResponse(weights_sha256=status.weights_sha256)
@@ -267,8 +282,10 @@ class LearnerServicer(pb_grpc.LearnerServicer):
     @_model_call
     def GetCurrentWeights(
         self, request: pb.GetCurrentWeightsRequest, context: grpc.ServicerContext
-    ) -> Iterator[pb.WeightsPart]:
-        yield from self._send(self._host.current_weights(), "GetCurrentWeights", context)
+    ) -> Iterator[pb.GetCurrentWeightsResponse]:
+        yield from self._send(
+            self._host.current_weights(), pb.GetCurrentWeightsResponse, "GetCurrentWeights", context
+        )
 
     @_guarded
     def GetStatus(self, request: pb.GetStatusRequest, context: grpc.ServicerContext) -> pb.GetStatusResponse:
@@ -282,7 +299,7 @@ def status_message(status: LearnerStatus) -> pb.GetStatusResponse:
         dataloader_name=status.dataloader_name,
         accepted_rounds=status.accepted_rounds,
         weights_sha256=status.weights_sha256,
-        criterion=status.criterion,
+        criterion=criteria.to_wire(status.criterion),
         busy=status.busy,
     )
     if status.vote_score is not None:

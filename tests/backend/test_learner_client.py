@@ -22,6 +22,7 @@ from backend_client import (
     ProposedWeights,
     Weights,
 )
+from colearn_contract.parameters import ParametersError
 from colearn_contract.v1 import learner_pb2 as pb
 from colearn_contract.v1 import learner_pb2_grpc as pb_grpc
 from colearn_contract.weight_relay import RelayedWeights
@@ -59,9 +60,10 @@ class Misbehaving(pb_grpc.LearnerServicer):
 
     def ProposeWeights(
         self, request: pb.ProposeWeightsRequest, context: grpc.ServicerContext
-    ) -> Iterator[pb.WeightsPart]:
+    ) -> Iterator[pb.ProposeWeightsResponse]:
         honest = EncodedWeights.wrap(b"some weights", proposal_id="p")
-        yield from iter_parts(EncodedWeights(data=b"other bytes!", sha256=honest.sha256, proposal_id="p"))
+        lie = EncodedWeights(data=b"other bytes!", sha256=honest.sha256, proposal_id="p")
+        yield from iter_parts(lie, message=pb.ProposeWeightsResponse)
 
 
 @pytest.fixture
@@ -128,10 +130,32 @@ def test_setup_mistakes_name_what_is_valid(learner: LearnerClient) -> None:
 
     with pytest.raises(LearnerError) as caught:
         learner.setup_ml(
-            dataset_loader_name="DIGITS", dataset_loader_parameters="{not json",
+            dataset_loader_name="DIGITS", dataset_loader_parameters='{"shard": "first"}',
             model_arch_name="SKLEARN_DIGITS", model_parameters="{}",
         )  # fmt: skip
     assert caught.value.code == grpc.StatusCode.INVALID_ARGUMENT
+    assert "shard" in caught.value.details
+    assert not learner.get_status().ready
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("{not json", "dataset_loader_parameters is not valid JSON"),
+        ("[0, 1]", "dataset_loader_parameters must be a JSON object, not list"),
+        ("null", "dataset_loader_parameters must be a JSON object, not NoneType"),
+        ('{"a": ' + "[" * 100_000 + "]" * 100_000 + "}", "nests deeper than 64 levels"),
+    ],
+)
+def test_parameters_that_are_no_json_object_never_leave_the_client(
+    learner: LearnerClient, text: str, message: str
+) -> None:
+    """colearn's API takes JSON text; what is not a JSON object is refused before anything is sent."""
+    with pytest.raises(ParametersError, match=message):
+        learner.setup_ml(
+            dataset_loader_name="DIGITS", dataset_loader_parameters=text,
+            model_arch_name="SKLEARN_DIGITS", model_parameters="{}",
+        )  # fmt: skip
     assert not learner.get_status().ready
 
 

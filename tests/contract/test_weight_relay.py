@@ -5,21 +5,29 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import os
+from pathlib import Path
 
+import numpy as np
 import pytest
+import safetensors
+import safetensors.numpy
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from test_weight_stream import REJECTED, mutate
 
+from colearn_contract.mli import Weights
+from colearn_contract.serialized_weights import WEIGHTS_SHA256_KEY
 from colearn_contract.v1 import learner_pb2 as pb
 from colearn_contract.weight_relay import receive_relayed, wire_parts_of
 from colearn_contract.weight_stream import MIB, EncodedWeights, WeightsStreamError, assemble, iter_parts
+from colearn_contract.weights_codec import TensorLayout, WeightsCodecError, encode_tensors
 
 CAP = 64 * MIB
 
 
 def wire(weights: EncodedWeights, part_bytes: int = MIB) -> list[bytes]:
-    return [part.SerializeToString() for part in iter_parts(weights, part_bytes)]
+    """What a proposer sends: serialized ProposeWeightsResponse messages."""
+    return [m.SerializeToString() for m in iter_parts(weights, part_bytes, message=pb.ProposeWeightsResponse)]
 
 
 @pytest.mark.parametrize("size", [0, 1, MIB - 1, MIB, 3 * MIB + 5])
@@ -27,10 +35,9 @@ def test_a_relayed_stream_keeps_the_weights_exactly(size: int) -> None:
     original = EncodedWeights.wrap(os.urandom(size), proposal_id="p-7")
     relayed = receive_relayed(wire(original), CAP)
     assert (relayed.sha256, relayed.size, relayed.proposal_id) == (original.sha256, size, "p-7")
-    assert relayed.encoding == original.encoding
     assert relayed.data == original.data
     # What a learner receives from the relay assembles into the original buffer.
-    again = assemble((pb.WeightsPart.FromString(w) for w in wire_parts_of(relayed)), CAP)
+    again = assemble((pb.TestWeightsRequest.FromString(w).part for w in wire_parts_of(relayed)), CAP)
     assert bytes(again.data) == original.data and again.sha256 == original.sha256
 
 
@@ -47,7 +54,7 @@ def test_renaming_rewrites_only_the_header_part() -> None:
     plain = relayed.renamed("")
     assert plain.proposal_id == "" and relayed.proposal_id == "p-1"
     assert plain.sha256 == relayed.sha256 and plain.size == relayed.size
-    assert pb.WeightsPart.FromString(plain.wire_parts[0]).header.proposal_id == ""
+    assert pb.TestWeightsRequest.FromString(plain.wire_parts[0]).part.header.proposal_id == ""
     assert all(a is b for a, b in zip(plain.wire_parts[1:], relayed.wire_parts[1:], strict=True))
     assert plain.data == relayed.data
 
@@ -63,20 +70,22 @@ def test_relayed_weights_cannot_be_changed_behind_their_header() -> None:
 def test_encoded_weights_are_serialized_when_sent() -> None:
     original = EncodedWeights.wrap(os.urandom(2 * MIB + 3), proposal_id="q")
     sent = list(wire_parts_of(original, MIB))
-    assert sent == wire(original, MIB)
+    assert sent == wire(original, MIB)  # as a voter receives them: the bytes a proposer sends
     assert original.renamed("").proposal_id == "" and original.renamed("").data is original.data
 
 
 @pytest.mark.parametrize("name", list(REJECTED))
 def test_the_relay_refuses_every_broken_stream(name: str) -> None:
     with pytest.raises(WeightsStreamError):
-        receive_relayed([p.SerializeToString() for p in mutate(REJECTED[name])], CAP)
+        receive_relayed(
+            [pb.TestWeightsRequest(part=p).SerializeToString() for p in mutate(REJECTED[name])], CAP
+        )
 
 
 def test_the_relay_refuses_an_empty_stream_and_bytes_that_are_no_message() -> None:
     with pytest.raises(WeightsStreamError, match="empty"):
         receive_relayed([], CAP)
-    with pytest.raises(WeightsStreamError, match="part 0 is not a WeightsPart"):
+    with pytest.raises(WeightsStreamError, match="part 0 is not a weights message"):
         receive_relayed([b"\xff\xff\xff"], CAP)
 
 
@@ -91,3 +100,71 @@ def test_fuzz_the_relay_raises_only_stream_errors(noise: list[bytes], keep: int)
     good = wire(EncodedWeights.wrap(b"x" * 100, proposal_id="p"))
     with contextlib.suppress(WeightsStreamError):
         receive_relayed(good[:keep] + noise, CAP)
+
+
+# --- weights a user can read, compare and save ------------------------------------------------------------
+
+
+def model_weights(seed: int = 0, proposal_id: str = "") -> EncodedWeights:
+    rng = np.random.default_rng(seed)
+    tensors = {"dense/kernel": rng.normal(size=(64, 32)).astype(np.float32), "dense/bias": np.arange(32.0)}
+    layout = TensorLayout("dict", tuple(tensors), {"tensor_type": "numpy"})
+    return EncodedWeights.wrap(encode_tensors(tensors, layout), proposal_id=proposal_id)
+
+
+def test_relayed_weights_read_as_a_mapping_of_arrays_without_decoding_to_relay() -> None:
+    original = model_weights(1)
+    relayed = receive_relayed(wire(original, MIB), CAP)
+    assert relayed  # truthiness never decodes
+    assert "_decoded" not in vars(relayed)
+    assert sorted(relayed) == ["dense/bias", "dense/kernel"] and len(relayed) == 2
+    assert relayed["dense/kernel"].shape == (64, 32) and relayed["dense/kernel"].dtype == np.float32
+    np.testing.assert_array_equal(relayed["dense/bias"], np.arange(32.0))
+    assert not relayed["dense/bias"].flags.writeable
+    assert relayed.layout.structure == "dict"
+    with pytest.raises(KeyError):
+        relayed["nope"]
+
+
+def test_weights_are_equal_when_their_digests_are() -> None:
+    a, b = model_weights(1, "p-1"), model_weights(1, "p-2")
+    relayed = receive_relayed(wire(b, MIB), CAP)
+    assert a == b == relayed and hash(a) == hash(relayed)
+    assert a != model_weights(2) and relayed != model_weights(2)
+    assert Weights(weights=a) == Weights(weights=relayed)
+    assert len({a, b, relayed, model_weights(2)}) == 2
+    assert a != "not weights"
+
+
+def test_saved_weights_are_a_plain_safetensors_file(tmp_path: Path) -> None:
+    relayed = receive_relayed(wire(model_weights(3), MIB), CAP)
+    path = relayed.save(tmp_path / "model.safetensors", {"colearn.round": "7"})
+    loaded = safetensors.numpy.load_file(str(path))
+    assert sorted(loaded) == ["dense/bias", "dense/kernel"]
+    for name, array in loaded.items():
+        np.testing.assert_array_equal(array, relayed[name])
+    with safetensors.safe_open(str(path), framework="numpy") as f:
+        metadata = f.metadata()
+    assert metadata["colearn.round"] == "7"
+    assert metadata[WEIGHTS_SHA256_KEY] == relayed.sha256
+    assert [p.name for p in tmp_path.iterdir()] == ["model.safetensors"]  # no temp file left
+
+
+def test_bfloat16_weights_read_as_float32_and_save_as_bf16(tmp_path: Path) -> None:
+    torch = pytest.importorskip("torch")
+    import safetensors.torch
+
+    values = torch.tensor([1.5, -2.25, 3.0e38], dtype=torch.bfloat16)
+    bits = values.view(torch.int16).numpy()
+    layout = TensorLayout("dict", ("w",), {"tensor_type": "torch", "bfloat16": '["w"]'})
+    weights = EncodedWeights.wrap(encode_tensors({"w": bits}, layout))
+    np.testing.assert_array_equal(weights["w"], values.float().numpy())
+    path = weights.save(tmp_path / "m.safetensors")
+    loaded = safetensors.torch.load_file(str(path))
+    assert loaded["w"].dtype == torch.bfloat16 and torch.equal(loaded["w"], values)
+
+
+def test_weights_that_are_not_a_layout_say_so_when_read() -> None:
+    junk = receive_relayed(wire(EncodedWeights.wrap(b"not safetensors"), MIB), CAP)
+    with pytest.raises(WeightsCodecError):
+        junk["x"]

@@ -22,6 +22,7 @@ from colearn_contract.weight_stream import (
 )
 
 CAP = 64 * MIB
+SAFETENSORS = pb.WEIGHTS_ENCODING_SAFETENSORS
 
 
 def encoded(size: int, proposal_id: str = "p-1") -> EncodedWeights:
@@ -49,9 +50,7 @@ def test_iter_parts_and_assemble_round_trip(part_bytes: int, size_of) -> None:
     expected_parts = max(1, -(-size // part_bytes))
     assert len(parts) == expected_parts
     assert parts[0].HasField("header")
-    assert parts[0].header == pb.WeightsHeader(
-        proposal_id="p-1", encoding="safetensors", sha256=weights.sha256
-    )
+    assert parts[0].header == pb.WeightsHeader(proposal_id="p-1", encoding=SAFETENSORS, sha256=weights.sha256)
     assert not any(p.HasField("header") for p in parts[1:])
     offset = 0
     for part in parts:
@@ -75,10 +74,31 @@ def test_parts_survive_serialisation_over_the_wire_format() -> None:
     assert back.proposal_id == "wire"
 
 
+WEIGHTS_MESSAGES = [
+    pb.ProposeWeightsResponse,
+    pb.TestWeightsRequest,
+    pb.SetWeightsRequest,
+    pb.GetCurrentWeightsResponse,
+]
+
+
+@pytest.mark.parametrize("message", WEIGHTS_MESSAGES)
+def test_the_four_weights_messages_carry_the_same_bytes(message) -> None:
+    """A part received in one weights message is, byte for byte, a part of any other: the relay sends
+    what it received without serializing it again."""
+    weights = encoded(MIB + 5, proposal_id="same")
+    sent = [m.SerializeToString() for m in iter_parts(weights, MIN_PART_BYTES, message=message)]
+    for other in WEIGHTS_MESSAGES:
+        again = [other.FromString(b) for b in sent]
+        assert [m.SerializeToString() for m in again] == sent
+        assert assemble((m.part for m in again), max_total_bytes=CAP) == weights
+    bare = [p.SerializeToString() for p in iter_parts(weights, MIN_PART_BYTES)]
+    assert [message.FromString(b).part.SerializeToString() for b in sent] == bare
+
+
 def test_encoded_weights_wrap_hashes_the_data() -> None:
     weights = EncodedWeights.wrap(b"abc")
     assert weights.sha256 == hashlib.sha256(b"abc").hexdigest()
-    assert weights.encoding == "safetensors"
     assert weights.proposal_id == ""
     assert weights.size == 3
 
@@ -94,7 +114,7 @@ def test_assembler_accepts_parts_of_any_size_the_sender_chose() -> None:
     weights = EncodedWeights.wrap(data)
     cuts = [0, 1, 1, 7, 500, 999, 1000]  # includes an empty part in the middle
     parts = [pb.WeightsPart(offset=a, total_bytes=1000, data=data[a:b]) for a, b in itertools.pairwise(cuts)]
-    parts[0].header.CopyFrom(pb.WeightsHeader(encoding="safetensors", sha256=weights.sha256))
+    parts[0].header.CopyFrom(pb.WeightsHeader(encoding=SAFETENSORS, sha256=weights.sha256))
     assert assemble(parts, max_total_bytes=1000).data == data
 
 
@@ -109,7 +129,7 @@ def good_parts(chunk: int = 1024) -> list[pb.WeightsPart]:
         pb.WeightsPart(offset=o, total_bytes=len(DATA), data=DATA[o : o + chunk])
         for o in range(0, len(DATA), chunk)
     ]
-    parts[0].header.CopyFrom(pb.WeightsHeader(proposal_id="x", encoding="safetensors", sha256=SHA))
+    parts[0].header.CopyFrom(pb.WeightsHeader(proposal_id="x", encoding=SAFETENSORS, sha256=SHA))
     return parts
 
 
@@ -150,8 +170,8 @@ REJECTED = {
     "missing-header": lambda ps: ps[0].ClearField("header"),
     "header-only-in-a-later-part": _move_header,
     "a-second-header": _header_later,
-    "unknown-encoding": lambda ps: _set_header(ps, encoding="pickle"),
-    "empty-encoding": lambda ps: _set_header(ps, encoding=""),
+    "unknown-encoding": lambda ps: _set_header(ps, encoding=7),
+    "unspecified-encoding": lambda ps: _set_header(ps, encoding=pb.WEIGHTS_ENCODING_UNSPECIFIED),
     "sha256-uppercase": lambda ps: _set_header(ps, sha256=SHA.upper()),
     "sha256-too-short": lambda ps: _set_header(ps, sha256=SHA[:-1]),
     "sha256-not-hex": lambda ps: _set_header(ps, sha256="g" * 64),
@@ -202,7 +222,7 @@ def test_total_equal_to_the_cap_is_accepted() -> None:
 
 def test_huge_declared_total_is_refused_before_any_data_is_kept() -> None:
     part = pb.WeightsPart(offset=0, total_bytes=2**64 - 1, data=b"x")
-    part.header.CopyFrom(pb.WeightsHeader(encoding="safetensors", sha256="0" * 64))
+    part.header.CopyFrom(pb.WeightsHeader(encoding=SAFETENSORS, sha256="0" * 64))
     with pytest.raises(WeightsStreamError):
         assemble([part], max_total_bytes=CAP)
 

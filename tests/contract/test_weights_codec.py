@@ -17,9 +17,9 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 from colearn_contract.weights_codec import (
-    ENCODING,
     TensorLayout,
     WeightsCodecError,
+    bfloat16_names,
     decode_tensors,
     encode_tensors,
     sha256_hex,
@@ -150,7 +150,6 @@ def test_encoded_buffer_is_the_safetensors_layout() -> None:
     # And the reference implementation reads it.
     loaded = safetensors.numpy.load(buffer)
     np.testing.assert_array_equal(loaded["w"], tensors["w"])
-    assert ENCODING == "safetensors"
 
 
 def test_sha256_hex_is_lowercase_hex_of_the_bytes() -> None:
@@ -416,3 +415,122 @@ def test_fuzz_damaged_buffers_raise_only_codec_errors(noise: bytes, at: int, byt
     for candidate in (bytes(buffer), bytes(buffer) + noise, bytes(buffer[: len(buffer) - len(noise)])):
         with contextlib.suppress(WeightsCodecError):
             decode_tensors(candidate)
+
+
+# --- limits: dimensions, sizes, nesting and echoes ---------------------------------------------------------
+
+DEEP = 100_000
+
+
+def _deep(levels: int) -> str:
+    return "[" * levels + "]" * levels
+
+
+def _layout_json(structure: str = "dict", names: tuple[str, ...] = ("a",), extra: str = "{}") -> str:
+    return f'{{"structure": "{structure}", "names": {json.dumps(list(names))}, "extra": {extra}}}'
+
+
+def _with_raw_header(head: str, data: bytes = b"") -> bytes:
+    encoded = head.encode()
+    return struct.pack("<Q", len(encoded)) + encoded + data
+
+
+@pytest.mark.parametrize(
+    ("shape", "message"),
+    [
+        pytest.param([1] * 65, "65 dimensions; at most 64", id="65-dimensions"),
+        pytest.param([1] * 1000, "1000 dimensions; at most 64", id="1000-dimensions"),
+        pytest.param([0, 10**30], "non-zero dimensions", id="zero-by-10e30"),
+        pytest.param([0, 2**62, 2**62], "non-zero dimensions", id="zero-by-2e62-by-2e62"),
+        pytest.param([0, 2**63], "non-zero dimensions", id="zero-by-2e63"),
+    ],
+)
+def test_shapes_no_array_can_have_are_refused_naming_the_limit(shape: list[int], message: str) -> None:
+    header = {"__metadata__": {"colearn.layout": _layout_json()}}
+    header["a"] = {"dtype": "F32", "shape": shape, "data_offsets": [0, 0]}
+    with pytest.raises(WeightsCodecError, match=message):
+        decode_tensors(raw_layout(header, b""))
+
+
+def test_the_largest_shapes_numpy_allows_still_decode() -> None:
+    header = {"__metadata__": {"colearn.layout": _layout_json(names=("a", "b"))}}
+    header["a"] = {"dtype": "U8", "shape": [0, 2**62], "data_offsets": [0, 0]}
+    header["b"] = {"dtype": "F32", "shape": [1] * 64, "data_offsets": [0, 4]}
+    tensors, _ = decode_tensors(raw_layout(header, bytes(4)))
+    assert tensors["a"].shape == (0, 2**62) and tensors["b"].ndim == 64
+
+
+@pytest.mark.parametrize(
+    "buffer",
+    [
+        pytest.param(_with_raw_header(_deep(DEEP)), id="header"),
+        pytest.param(_with_raw_header(f'{{"__metadata__": {_deep(DEEP)}}}'), id="header-metadata"),
+        pytest.param(_with_raw_header(f'{{"a": {_deep(DEEP)}}}'), id="tensor-entry"),
+        pytest.param(
+            raw_layout({"__metadata__": {"colearn.layout": _deep(DEEP)}}, b""), id="layout-metadata"
+        ),
+        pytest.param(
+            raw_layout(
+                {"__metadata__": {"colearn.layout": _layout_json(extra=f'{{"x": {_deep(70)}}}')}}, b""
+            ),
+            id="layout-nested-70",
+        ),
+    ],
+)
+def test_json_nested_too_deep_is_refused_naming_the_limit(buffer: bytes) -> None:
+    with pytest.raises(WeightsCodecError, match="nests deeper than 64 levels"):
+        decode_tensors(buffer)
+
+
+def test_a_bfloat16_list_nested_too_deep_is_refused_naming_the_limit() -> None:
+    layout = TensorLayout("dict", ("a",), {"tensor_type": "torch", "bfloat16": _deep(DEEP)})
+    tensors = {"a": np.zeros(2, np.int16)}
+    with pytest.raises(WeightsCodecError, match="nests deeper than 64 levels"):
+        bfloat16_names(tensors, layout)
+
+
+def test_errors_repeat_a_long_name_only_in_part() -> None:
+    name = "n" * 100_000
+    header = {"__metadata__": {"colearn.layout": _layout_json(names=(name,))}}
+    header[name] = {"dtype": "F99", "shape": [1], "data_offsets": [0, 4]}
+    with pytest.raises(WeightsCodecError) as caught:
+        decode_tensors(raw_layout(header, bytes(4)))
+    assert "nnnn" in str(caught.value) and len(str(caught.value)) < 1000
+
+
+_dimension = st.one_of(st.integers(0, 4), st.integers(0, 2**70), st.sampled_from([2**62, 2**63, 10**30]))
+_entry_values = st.fixed_dictionaries(
+    {
+        "dtype": st.sampled_from(["F32", "U8", "I64", "BOOL", "F99", 3]),
+        "shape": st.lists(_dimension, max_size=80),
+        "data_offsets": st.lists(st.integers(0, 64), min_size=2, max_size=2),
+    }
+)
+
+
+@settings(max_examples=300, deadline=None, database=None)
+@given(
+    entries=st.dictionaries(st.text(max_size=300), _entry_values, max_size=3),
+    nesting=st.integers(0, 3000),
+    where=st.sampled_from(["none", "metadata", "layout", "entry", "bfloat16"]),
+    data=st.binary(max_size=64),
+)
+def test_fuzz_crafted_headers_raise_only_codec_errors_with_short_messages(
+    entries: dict, nesting: int, where: str, data: bytes
+) -> None:
+    """Headers built field by field, as a hostile peer would: dimension counts up to 80, dimensions up to
+    2^70, long names, JSON nested thousands of levels deep anywhere. Only the codec's error comes out,
+    and it never repeats more than a bounded part of the input."""
+    extra = {"bfloat16": _deep(nesting)} if where == "bfloat16" else {}
+    layout = {"structure": "dict", "names": list(entries), "extra": extra}
+    parts = [json.dumps(f"{n}") + ": " + json.dumps(e) for n, e in entries.items()]
+    if where == "entry" and entries:
+        parts[0] = parts[0].rsplit('"data_offsets"', 1)[0] + f'"data_offsets": {_deep(nesting)}}}'
+    metadata = {"colearn.layout": _deep(nesting) if where == "layout" else json.dumps(layout)}
+    meta_text = _deep(nesting) if where == "metadata" else json.dumps(metadata)
+    head = "{" + ", ".join([f'"__metadata__": {meta_text}', *parts]) + "}"
+    try:
+        tensors, decoded_layout = decode_tensors(_with_raw_header(head, data))
+        bfloat16_names(tensors, decoded_layout)
+    except WeightsCodecError as exc:
+        assert len(str(exc)) < 2000

@@ -22,7 +22,11 @@ from wire_kit import (  # noqa: F401  (re-exported for the learner tests)
     NOT_SERVING,
     SERVICE,
     SERVING,
+    deep_parameters,
     joined,
+    learner_stub,
+    length_delimited,
+    params,
     parts_for,
     rpc_code,
     sha256_hex,
@@ -32,7 +36,6 @@ from wire_kit import (  # noqa: F401  (re-exported for the learner tests)
 
 from colearn_contract.mli import MachineLearningInterface, ProposedWeights, Weights
 from colearn_contract.v1 import learner_pb2 as pb
-from colearn_contract.v1 import learner_pb2_grpc as pb_grpc
 from colearn_learner import ExampleMliFactory, FactoryRegistry, GRPCServer, Settings
 
 
@@ -50,7 +53,7 @@ class Learner:
         self.server.start()
         self.address = f"127.0.0.1:{self.server.port}"
         self.channel = grpc.insecure_channel(self.address)
-        self.stub = pb_grpc.LearnerStub(self.channel)
+        self.stub = learner_stub(self.channel)
         self.health = health_pb2_grpc.HealthStub(self.channel)
 
     def close(self) -> None:

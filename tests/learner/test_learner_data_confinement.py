@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import itertools
-import json
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -11,7 +10,7 @@ from pathlib import Path
 import grpc
 import numpy as np
 import pytest
-from learner_testkit import Learner, TinyRegistry, rpc_code, tiny_models
+from learner_testkit import Learner, TinyRegistry, params, rpc_code, tiny_models
 
 from colearn_contract.v1 import learner_pb2 as pb
 
@@ -53,7 +52,7 @@ _distinct = itertools.count(1)
 def request(location: object, **extra: object) -> pb.MLSetupRequest:
     return pb.MLSetupRequest(
         dataloader_name=TinyRegistry.TINY_FILES,
-        dataloader_parameters=json.dumps({"location": location, **extra}),
+        dataloader_parameters=params(location=location, **extra),
         model_name=TinyRegistry.TINY_FILE_MODEL,
     )
 
@@ -117,7 +116,7 @@ def test_the_secret_folder_really_exists_and_is_readable(layout: dict[str, Path]
 
 
 @pytest.mark.parametrize(
-    ("params", "fragment"),
+    ("parameters", "fragment"),
     [
         pytest.param({"location": 5}, "location", id="not-a-string"),
         pytest.param({"scale": 2.0}, "location", id="missing"),
@@ -125,11 +124,11 @@ def test_the_secret_folder_really_exists_and_is_readable(layout: dict[str, Path]
     ],
 )
 def test_bad_location_parameters_are_invalid_argument(
-    params: dict[str, object], fragment: str, tiny: TinyRegistry, learner: Learner
+    parameters: dict[str, object], fragment: str, tiny: TinyRegistry, learner: Learner
 ) -> None:
     bad = pb.MLSetupRequest(
         dataloader_name=tiny.TINY_FILES,
-        dataloader_parameters=json.dumps(params),
+        dataloader_parameters=params(**parameters),
         model_name=tiny.TINY_FILE_MODEL,
     )
     code, details = rpc_code(lambda: learner.stub.MLSetup(bad, timeout=30))
@@ -144,3 +143,33 @@ def test_without_a_data_root_locations_are_passed_through(
         location = str(layout["inside"])
         unconfined.stub.MLSetup(request(location), timeout=30)
         assert tiny.loaded_locations[-1] == location
+
+
+@pytest.mark.parametrize(
+    ("location", "fragment"),
+    [
+        pytest.param("a" * 256, "a file name holds at most 255", id="component-of-256"),
+        pytest.param("d/" + "b" * 300 + "/c", "a file name holds at most 255", id="inner-component"),
+        pytest.param("é" * 128, "a file name holds at most 255", id="256-bytes-in-128-characters"),
+        pytest.param("p/" * 2100, "a path holds at most 4096", id="path-of-4200-bytes"),
+        pytest.param("a\u0000b", "NUL", id="nul-byte"),
+    ],
+)
+@pytest.mark.parametrize("confined", [True, False], ids=["with-data-root", "without-data-root"])
+def test_locations_no_file_system_can_name_are_invalid_argument(
+    location: str, fragment: str, confined: bool, tiny: TinyRegistry, layout: dict[str, Path], tmp_path: Path
+) -> None:
+    """Once these reached the loader and failed there with OSError ("File name too long"): INTERNAL."""
+    with Learner(data_root=layout["root"] if confined else None) as learner:
+        code, details = rpc_code(lambda: learner.stub.MLSetup(request(location), timeout=30))
+    assert code == grpc.StatusCode.INVALID_ARGUMENT, details
+    assert fragment in details and len(details) < 1000
+
+
+def test_the_longest_nameable_location_reaches_the_loader(tiny: TinyRegistry, tmp_path: Path) -> None:
+    folder = tmp_path / ("f" * 255)
+    folder.mkdir()
+    np.savez(folder / "data.npz", x=np.arange(3.0))
+    with Learner(data_root=tmp_path) as learner:
+        learner.stub.MLSetup(request("f" * 255), timeout=30)
+    assert tiny.loaded_locations[-1] == str(folder)

@@ -9,9 +9,22 @@ from collections.abc import Iterator
 import grpc
 import pytest
 import safetensors.numpy
+from google.protobuf import struct_pb2
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from learner_testkit import MIB, SERVICE, SERVING, Learner, digits_setup, joined, rpc_code, sha256_hex
+from learner_testkit import (
+    MIB,
+    SERVICE,
+    SERVING,
+    Learner,
+    deep_parameters,
+    digits_setup,
+    joined,
+    length_delimited,
+    rpc_code,
+    sha256_hex,
+)
+from wire_kit import varint
 
 from colearn_contract.v1 import learner_pb2 as pb
 from colearn_contract.weights_codec import decode_tensors
@@ -24,8 +37,10 @@ FUZZ = settings(
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
 )
 
-LOADERS = ["DIGITS"]
-MODELS = ["SKLEARN_DIGITS", "PYTORCH_DIGITS"]
+# Compatible (dataloader, model) pairs; FRAUD reads files at its location.
+PAIRS = [("DIGITS", "SKLEARN_DIGITS"), ("DIGITS", "PYTORCH_DIGITS"), ("FRAUD", "FRAUD")]
+LOADERS = sorted({loader for loader, _ in PAIRS})
+MODELS = sorted({model for _, model in PAIRS})
 PARAMETER_NAMES = [
     "shard",
     "n_shards",
@@ -57,38 +72,42 @@ json_values = st.recursive(
     lambda inner: st.lists(inner, max_size=3) | st.dictionaries(texts, inner, max_size=3),
     max_leaves=6,
 )
-parameter_objects = st.dictionaries(st.sampled_from(PARAMETER_NAMES) | texts, json_values, max_size=5).map(
-    json.dumps
+# Values a client's JSON never has but a hostile one's may: echoes past gRPC's 16 KiB metadata limit, file
+# names past NAME_MAX, paths past PATH_MAX, lists nested as deep as a Struct can carry.
+huge_texts = st.sampled_from([16_000, 20_000, 70_000]).map(lambda n: "x" * n)
+long_locations = st.sampled_from(
+    ["a" * 256, "a" * 300, "d/" + "b" * 256 + "/c", "/" + "p/" * 2100, "é" * 200, "a\x00b"]
 )
-parameter_texts = st.one_of(
-    parameter_objects,
-    parameter_objects,
-    json_values.map(json.dumps),
-    texts,
-    st.sampled_from(["", "{}", "{", "[", "null", "NaN", '{"shard": 1e999}', "[" * 300]),
+parameter_names = st.sampled_from(PARAMETER_NAMES) | texts | huge_texts
+parameter_values = st.one_of(
+    json_values, long_locations, huge_texts, st.integers(1, 30).map(lambda n: json.loads("[" * n + "]" * n))
 )
-loader_names = st.sampled_from(LOADERS) | st.sampled_from(["", "digits", "DIGITS ", "TINY_DATA"]) | texts
-model_names = st.sampled_from(MODELS) | st.sampled_from(["", "sklearn_digits", "KERAS_MNIST"]) | texts
 
 
-def _varint(value: int) -> bytes:
-    out = bytearray()
-    while True:
-        byte, value = value & 0x7F, value >> 7
-        out.append(byte | (0x80 if value else 0))
-        if not value:
-            return bytes(out)
+def _struct(values: dict) -> struct_pb2.Struct:
+    struct = struct_pb2.Struct()
+    struct.update(values)  # a Struct holds NaN and infinities, which a client's JSON could not
+    return struct
+
+
+parameter_structs = st.dictionaries(parameter_names, parameter_values, max_size=5).map(_struct)
+loader_names = (
+    st.sampled_from(LOADERS) | st.sampled_from(["", "digits", "DIGITS ", "TINY_DATA"]) | texts | huge_texts
+)
+model_names = (
+    st.sampled_from(MODELS) | st.sampled_from(["", "sklearn_digits", "KERAS_MNIST"]) | texts | huge_texts
+)
 
 
 def _unknown_field(number: int, wire_type: int, payload: bytes, number_value: int) -> bytes:
-    tag = _varint(number << 3 | wire_type)
+    tag = varint(number << 3 | wire_type)
     if wire_type == 0:
-        return tag + _varint(number_value)
+        return tag + varint(number_value)
     if wire_type == 1:
         return tag + (number_value & (2**64 - 1)).to_bytes(8, "little")
     if wire_type == 5:
         return tag + (number_value & (2**32 - 1)).to_bytes(4, "little")
-    return tag + _varint(len(payload)) + payload
+    return tag + varint(len(payload)) + payload
 
 
 # Fields a newer client might send: valid wire format, numbers this contract does not know.
@@ -142,6 +161,10 @@ PLAUSIBLE = {
         "vote_ratio": (st.floats(0.1, 0.25), edge_floats),
         "seed": (seeds, edge_ints),
     },
+    "FRAUD": {
+        "location": (st.sampled_from(["", ".", "no-such-folder"]) | long_locations, long_locations | texts),
+        "train_ratio": (st.floats(0.3, 0.7), edge_floats),
+    },
     "SKLEARN_DIGITS": {
         "learning_rate": (st.floats(1e-4, 0.5), edge_floats),
         "epochs": (st.integers(1, 2), edge_ints),
@@ -161,10 +184,10 @@ PLAUSIBLE = {
 
 
 @st.composite
-def plausible_parameters(draw: st.DrawFn, name: str) -> str:
+def plausible_parameters(draw: st.DrawFn, name: str) -> struct_pb2.Struct:
     fields = PLAUSIBLE.get(name)
     if not fields:
-        return draw(parameter_texts)
+        return draw(parameter_structs)
     pushed = draw(st.sampled_from([None, *fields]))
     params = {}
     for key, (valid, edge) in fields.items():
@@ -172,31 +195,49 @@ def plausible_parameters(draw: st.DrawFn, name: str) -> str:
             params[key] = draw(edge)
         elif draw(st.booleans()):
             params[key] = draw(valid)
-    return json.dumps(params)
+    return _struct(params)
 
 
 @st.composite
-def setup_requests(draw: st.DrawFn) -> pb.MLSetupRequest:
+def setup_requests(draw: st.DrawFn) -> bytes:
     # Mostly known names with plausible parameters, so that fuzzing reaches user code, not only validation.
-    def mostly(usual: st.SearchStrategy[str], wild: st.SearchStrategy[str]) -> str:
+    def mostly(usual: st.SearchStrategy, wild: st.SearchStrategy) -> object:
         return draw(usual if draw(st.integers(0, 7)) else wild)
 
-    loader = mostly(st.sampled_from(LOADERS), loader_names)
-    model = mostly(st.sampled_from(MODELS), model_names)
-    return pb.MLSetupRequest(
+    pair = draw(st.sampled_from(PAIRS))
+    loader = mostly(st.just(pair[0]), loader_names)
+    model = mostly(st.just(pair[1]), model_names)
+    request = pb.MLSetupRequest(
         dataloader_name=loader,
-        dataloader_parameters=mostly(plausible_parameters(loader), parameter_texts),
+        dataloader_parameters=mostly(plausible_parameters(loader), parameter_structs),
         model_name=model,
-        model_parameters=mostly(plausible_parameters(model), parameter_texts),
-    )
+        model_parameters=mostly(plausible_parameters(model), parameter_structs),
+    ).SerializeToString()
+    if draw(st.integers(0, 9)) == 0:  # parameters nested deeper than any Struct may be
+        field = draw(st.sampled_from([5, 6]))
+        request += length_delimited(field, deep_parameters(draw(st.sampled_from([60, 200, 5000]))))
+    return request
+
+
+#: What a learner may answer a setup: never INTERNAL or UNKNOWN, and never RESOURCE_EXHAUSTED, which is
+#: what a Python client reports when a status message overflows gRPC's 16 KiB metadata limit.
+SETUP_CODES = {
+    grpc.StatusCode.OK,
+    grpc.StatusCode.INVALID_ARGUMENT,
+    grpc.StatusCode.NOT_FOUND,
+    grpc.StatusCode.PERMISSION_DENIED,
+}
+#: The longest status message a learner sends (servicer.MAX_DETAILS).
+MAX_DETAILS = 2000
 
 
 @settings(FUZZ, max_examples=100)
 @given(request=setup_requests(), extra=unknown_fields)
-def test_fuzz_mlsetup(setup_target: Learner, request: pb.MLSetupRequest, extra: bytes) -> None:
+def test_fuzz_mlsetup(setup_target: Learner, request: bytes, extra: bytes) -> None:
     before = setup_target.status()
-    code, details = raw_unary(setup_target, "MLSetup", request.SerializeToString() + extra)
-    assert code not in BAD_CODES, details
+    code, details = raw_unary(setup_target, "MLSetup", request + extra)
+    assert code in SETUP_CODES, (code, details[:300])
+    assert len(details) <= MAX_DETAILS
     if code != grpc.StatusCode.OK:
         after = setup_target.status()
         assert (after.ready, after.model_name, after.weights_sha256) == (
@@ -209,7 +250,7 @@ def test_fuzz_mlsetup(setup_target: Learner, request: pb.MLSetupRequest, extra: 
 @FUZZ
 @given(
     method=st.sampled_from(["QueryVersion", "QuerySupportedSystem", "GetStatus", "AcceptProposal"]),
-    proposal_id=texts,
+    proposal_id=texts | huge_texts,
     extra=unknown_fields,
 )
 def test_fuzz_other_unary_rpcs(target: Learner, method: str, proposal_id: str, extra: bytes) -> None:
@@ -220,9 +261,11 @@ def test_fuzz_other_unary_rpcs(target: Learner, method: str, proposal_id: str, e
         else b""
     )
     code, details = raw_unary(target, method, body + extra)
-    assert code not in BAD_CODES, details
-    if method != "AcceptProposal":
+    if method == "AcceptProposal":
+        assert code in {grpc.StatusCode.NOT_FOUND, grpc.StatusCode.INVALID_ARGUMENT}, (code, details[:300])
+    else:
         assert code == grpc.StatusCode.OK, details
+    assert len(details) <= MAX_DETAILS
     assert target.sha() == digest
 
 
@@ -251,19 +294,49 @@ def relabelled(draw: st.DrawFn, good: bytes) -> bytes:
         )
     )
     layout = {
-        "structure": draw(st.sampled_from(["dict", "list", "tuple", "array"]) | texts),
+        "structure": draw(st.sampled_from(["dict", "list", "tuple", "array"]) | texts | huge_texts),
         "names": names,
         "extra": extra,
     }
     arrays = {name: tensors[name] for name in names}
-    return safetensors.numpy.save(arrays, metadata={"colearn.layout": json.dumps(layout)})
+    layout_text = json.dumps(layout)
+    if draw(st.integers(0, 5)) == 0:  # nested deeper than any JSON parser should recurse
+        levels = draw(st.sampled_from([65, 2000, 100_000]))
+        key = draw(st.sampled_from(["extra", "bfloat16"]))
+        layout_text = json.dumps({**layout, "extra": {}})[:-1] + f', "{key}": ' + "[" * levels + "]" * levels
+        layout_text += "}"
+    return safetensors.numpy.save(arrays, metadata={"colearn.layout": layout_text})
+
+
+@st.composite
+def crafted_headers(draw: st.DrawFn, good: bytes) -> bytes:
+    """The learner's own data under a header that names shapes no array can have: more than 64
+    dimensions, or a zero beside dimensions whose product overflows."""
+    tensors, layout = decode_tensors(good)
+    name = draw(st.sampled_from(list(tensors)))
+    shape = draw(
+        st.sampled_from([[1] * 65, [1] * 300, [0, 10**30], [0, 2**62, 2**62], [0, 2**63], [0, 2**64 - 1]])
+    )
+    header = {"__metadata__": {"colearn.layout": layout.to_json()}}
+    offset = 0
+    for tensor_name, array in tensors.items():
+        entry_shape = shape if tensor_name == name else list(array.shape)
+        size = 0 if tensor_name == name else array.nbytes
+        header[tensor_name] = {"dtype": "F64", "shape": entry_shape, "data_offsets": [offset, offset + size]}
+        offset += size
+    head = json.dumps(header).encode()
+    return len(head).to_bytes(8, "little") + head + bytes(offset)
 
 
 @st.composite
 def weight_streams(draw: st.DrawFn, good: bytes) -> list[pb.WeightsPart]:
-    source = draw(st.sampled_from(["random", "good", "mutated", "truncated", "relabelled", "relabelled"]))
+    source = draw(
+        st.sampled_from(["random", "good", "mutated", "truncated", "relabelled", "relabelled", "crafted"])
+    )
     if source == "relabelled":
         data = draw(relabelled(good))
+    elif source == "crafted":
+        data = draw(crafted_headers(good))
     elif source == "random":
         data = draw(st.binary(max_size=3000))
     elif source == "good":
@@ -282,7 +355,9 @@ def weight_streams(draw: st.DrawFn, good: bytes) -> list[pb.WeightsPart]:
         st.just(sha256_hex(good)) | st.text(alphabet="0123456789abcdef", min_size=64, max_size=64) | texts,
     )
     header = pb.WeightsHeader(
-        proposal_id=draw(texts), encoding=mostly(st.just("safetensors"), texts), sha256=sha
+        proposal_id=draw(texts | huge_texts),
+        encoding=mostly(st.just(pb.WEIGHTS_ENCODING_SAFETENSORS), st.integers(0, 2**31 - 1)),
+        sha256=sha,
     )
     cuts = sorted(draw(st.lists(st.integers(0, len(data)), max_size=6)))
     bounds = [0, *cuts, len(data)]
@@ -331,7 +406,8 @@ def test_fuzz_weight_streams(target: Learner, data: st.DataObject) -> None:
     method = data.draw(st.sampled_from(["TestWeights", "SetWeights"]))
     parts = data.draw(weight_streams(good))
     code, details = rpc_code(lambda: getattr(target.stub, method)(iter(parts), timeout=60))
-    assert code not in BAD_CODES, details
+    assert code not in BAD_CODES, details[:300]
+    assert len(details) <= MAX_DETAILS
     if code != grpc.StatusCode.OK:
         assert code == grpc.StatusCode.INVALID_ARGUMENT, (code, details)
         assert target.sha() == digest
@@ -344,7 +420,7 @@ def test_fuzz_weight_streams(target: Learner, data: st.DataObject) -> None:
 
 def target_parts(good: bytes) -> list[pb.WeightsPart]:
     part = pb.WeightsPart(offset=0, total_bytes=len(good), data=good)
-    part.header.CopyFrom(pb.WeightsHeader(encoding="safetensors", sha256=sha256_hex(good)))
+    part.header.CopyFrom(pb.WeightsHeader(encoding=pb.WEIGHTS_ENCODING_SAFETENSORS, sha256=sha256_hex(good)))
     return [part]
 
 

@@ -27,9 +27,9 @@ from learner_testkit import (
     venv_tool,
     write_plugin,
 )
+from wire_kit import learner_stub
 
 from colearn_contract.v1 import learner_pb2 as pb
-from colearn_contract.v1 import learner_pb2_grpc as pb_grpc
 from colearn_learner import ExampleMliFactory, GRPCServer
 
 REQUEST = health_pb2.HealthCheckRequest
@@ -145,7 +145,7 @@ def test_sigterm_drains_in_flight_calls_and_exits_zero(learner_processes, tmp_pa
     # A generous grace: the test shows that the in-flight call finishes and the process then exits by itself.
     process = learner_processes.start(port, "--plugins=slow_plugin_sigterm", "--grace-seconds=30", env=env)
     with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
-        stub = pb_grpc.LearnerStub(channel)
+        stub = learner_stub(channel)
         health = health_pb2_grpc.HealthStub(channel)
         stub.MLSetup(pb.MLSetupRequest(dataloader_name="SLOW_DATA", model_name="SLOW_MODEL"), timeout=30)
         server_watch = health.Watch(REQUEST(service=""))
@@ -188,7 +188,7 @@ def test_sigint_also_stops_the_learner_cleanly(learner_processes) -> None:
     port = free_port()
     process = learner_processes.start(port)
     with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
-        assert pb_grpc.LearnerStub(channel).QueryVersion(pb.QueryVersionRequest(), timeout=30).version
+        assert learner_stub(channel).QueryVersion(pb.QueryVersionRequest(), timeout=30).version
     learner_processes.kill(port, signal.SIGINT)
     assert process.wait(60) == 0
 

@@ -10,7 +10,16 @@ from dataclasses import dataclass
 
 import grpc
 import pytest
-from learner_testkit import Learner, TinyRegistry, digits_setup, joined, parts_for, rpc_code, tiny_models
+from learner_testkit import (
+    Learner,
+    TinyRegistry,
+    digits_setup,
+    joined,
+    params,
+    parts_for,
+    rpc_code,
+    tiny_models,
+)
 from prometheus_client.parser import text_string_to_metric_families
 
 from colearn_contract.v1 import learner_pb2 as pb
@@ -63,7 +72,7 @@ def traffic(learner: Learner) -> Traffic:
         == grpc.StatusCode.NOT_FOUND
     )
     bad_json = pb.MLSetupRequest(
-        dataloader_name="DIGITS", dataloader_parameters="{", model_name="SKLEARN_DIGITS"
+        dataloader_name="DIGITS", dataloader_parameters=params(shard="one"), model_name="SKLEARN_DIGITS"
     )
     assert rpc_code(lambda: stub.MLSetup(bad_json, timeout=10))[0] == grpc.StatusCode.INVALID_ARGUMENT
     parts = learner.propose()

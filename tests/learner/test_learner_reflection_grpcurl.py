@@ -7,7 +7,7 @@ import subprocess
 from collections.abc import Iterator
 
 import pytest
-from learner_testkit import Learner, digits_setup, venv_tool
+from learner_testkit import Learner, venv_tool
 
 
 @pytest.fixture(scope="module")
@@ -57,14 +57,15 @@ def test_describe_the_learner_service(learner: Learner) -> None:
     result = grpcurl(learner, "describe", "colearn.v1.Learner")
     assert result.returncode == 0, result.stderr
     assert "colearn.v1.Learner is a service" in result.stdout
-    assert (
-        "rpc ProposeWeights ( .colearn.v1.ProposeWeightsRequest ) returns ( stream .colearn.v1.WeightsPart )"
-        in (result.stdout)
-    )
-    assert (
-        "rpc TestWeights ( stream .colearn.v1.WeightsPart ) returns ( .colearn.v1.TestWeightsResponse )"
-        in (result.stdout)
-    )
+    for rpc in (
+        "ProposeWeights ( .colearn.v1.ProposeWeightsRequest ) returns "
+        "( stream .colearn.v1.ProposeWeightsResponse )",
+        "TestWeights ( stream .colearn.v1.TestWeightsRequest ) returns ( .colearn.v1.TestWeightsResponse )",
+        "SetWeights ( stream .colearn.v1.SetWeightsRequest ) returns ( .colearn.v1.SetWeightsResponse )",
+        "GetCurrentWeights ( .colearn.v1.GetCurrentWeightsRequest ) returns "
+        "( stream .colearn.v1.GetCurrentWeightsResponse )",
+    ):
+        assert f"rpc {rpc}" in result.stdout
 
 
 def test_describe_a_message(learner: Learner) -> None:
@@ -85,7 +86,7 @@ def test_call_query_supported_system(learner: Learner) -> None:
     response = json.loads(result.stdout)
     loaders = {d["name"]: d for d in response["dataloaders"]}
     assert "DIGITS" in loaders
-    assert json.loads(loaders["DIGITS"]["default_parameters"])["n_shards"] == 1
+    assert loaders["DIGITS"]["default_parameters"]["n_shards"] == 1  # a JSON object, not JSON in a string
     models = {m["name"]: m for m in response["models"]}
     assert models["SKLEARN_DIGITS"]["compatible_dataloaders"] == ["DIGITS"]
 
@@ -105,13 +106,12 @@ def test_mlsetup_with_a_bad_model_name_fails_with_not_found(learner: Learner) ->
 
 
 def test_setup_and_status_through_grpcurl(learner: Learner) -> None:
-    request = digits_setup()
     data = json.dumps(
         {
-            "dataloader_name": request.dataloader_name,
-            "dataloader_parameters": request.dataloader_parameters,
-            "model_name": request.model_name,
-            "model_parameters": request.model_parameters,
+            "dataloader_name": "DIGITS",
+            "dataloader_parameters": {"shard": 0, "n_shards": 1},
+            "model_name": "SKLEARN_DIGITS",
+            "model_parameters": {"epochs": 2},
         }
     )
     setup = grpcurl(learner, "colearn.v1.Learner/MLSetup", data=data)
@@ -124,3 +124,20 @@ def test_setup_and_status_through_grpcurl(learner: Learner) -> None:
     assert digest in fields.values()
     ready = grpcurl(learner, "grpc.health.v1.Health/Check", data='{"service": "colearn.v1.Learner"}')
     assert json.loads(ready.stdout) == {"status": "SERVING"}
+
+
+def test_describe_the_enums(learner: Learner) -> None:
+    encoding = grpcurl(learner, "describe", "colearn.v1.WeightsEncoding")
+    assert "WEIGHTS_ENCODING_UNSPECIFIED = 0;" in encoding.stdout
+    assert "WEIGHTS_ENCODING_SAFETENSORS = 1;" in encoding.stdout
+    criterion = grpcurl(learner, "describe", "colearn.v1.Criterion")
+    assert "CRITERION_UNSPECIFIED = 0;" in criterion.stdout and "CRITERION_ACCURACY = 1;" in criterion.stdout
+
+
+def test_a_wrong_parameter_type_through_grpcurl_is_invalid_argument(learner: Learner) -> None:
+    data = json.dumps(
+        {"dataloader_name": "DIGITS", "model_name": "SKLEARN_DIGITS", "model_parameters": {"epochs": "2"}}
+    )
+    result = grpcurl(learner, "colearn.v1.Learner/MLSetup", data=data)
+    assert result.returncode != 0
+    assert "InvalidArgument" in result.stderr and "epochs" in result.stderr

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import socket
@@ -17,11 +16,19 @@ import grpc
 import pydantic
 import pytest
 from conftest import free_port, free_ports
-from learner_testkit import Learner, TinyRegistry, digits_setup, rpc_code, tiny_models, write_plugin
+from learner_testkit import (
+    Learner,
+    TinyRegistry,
+    digits_setup,
+    learner_stub,
+    params,
+    rpc_code,
+    tiny_models,
+    write_plugin,
+)
 from prometheus_client.parser import text_string_to_metric_families
 
 from colearn_contract.v1 import learner_pb2 as pb
-from colearn_contract.v1 import learner_pb2_grpc as pb_grpc
 from colearn_learner import ExampleMliFactory, GRPCServer, Settings
 
 UNDECODABLE = b"\x0a\x02\xff\xfe"  # field 1 with two bytes that are neither UTF-8 nor a message
@@ -88,7 +95,7 @@ def test_a_location_that_is_no_path_is_invalid_argument(tmp_path: Path) -> None:
     with tiny_models(), Learner(data_root=tmp_path) as learner:
         request = pb.MLSetupRequest(
             dataloader_name=TinyRegistry.TINY_FILES,
-            dataloader_parameters=json.dumps({"location": "a\u0000b"}),
+            dataloader_parameters=params(location="a\u0000b"),
             model_name=TinyRegistry.TINY_FILE_MODEL,
         )
         code, details = rpc_code(lambda: learner.stub.MLSetup(request, timeout=10))
@@ -173,7 +180,7 @@ def test_sigterm_ends_a_long_training_step_after_the_grace_period(learner_proces
     port = free_port()
     process = learner_processes.start(port, "--plugins=slow_plugin_grace", "--grace-seconds=1", env=env)
     with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
-        stub = pb_grpc.LearnerStub(channel)
+        stub = learner_stub(channel)
         stub.MLSetup(pb.MLSetupRequest(dataloader_name="GRACE_DATA", model_name="GRACE_MODEL"), timeout=30)
         training = stub.ProposeWeights(pb.ProposeWeightsRequest())
         reader = threading.Thread(target=lambda: rpc_code(lambda: list(training)), daemon=True)

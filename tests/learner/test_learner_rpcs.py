@@ -12,14 +12,18 @@ import numpy as np
 import pytest
 import safetensors.numpy
 import torch
+from google.protobuf import struct_pb2
 from learner_testkit import (
     MIB,
     SERVICE,
     SERVING,
     Learner,
     TinyRegistry,
+    deep_parameters,
     digits_setup,
     joined,
+    length_delimited,
+    params,
     parts_for,
     rpc_code,
     sha256_hex,
@@ -28,6 +32,7 @@ from learner_testkit import (
 
 import colearn_contract
 from colearn_contract.mli import Weights
+from colearn_contract.parameters import from_struct
 from colearn_contract.v1 import learner_pb2 as pb
 from colearn_contract.weight_stream import assemble
 from colearn_learner.weight_adapters import encode_weights
@@ -80,9 +85,9 @@ def tiny_setup(
 ) -> pb.MLSetupRequest:
     return pb.MLSetupRequest(
         dataloader_name=TinyRegistry.TINY_DATA,
-        dataloader_parameters=json.dumps({"size": size}),
+        dataloader_parameters=params(size=size),
         model_name=model,
-        model_parameters=json.dumps(model_params),
+        model_parameters=params(**model_params),
     )
 
 
@@ -101,7 +106,7 @@ def test_query_supported_system(bare: Learner) -> None:
     loaders = {d.name: d for d in response.dataloaders}
     models = {m.name: m for m in response.models}
     assert "DIGITS" in loaders
-    assert json.loads(loaders["DIGITS"].default_parameters) == {
+    assert from_struct(loaders["DIGITS"].default_parameters) == {
         "shard": 0,
         "n_shards": 1,
         "train_ratio": 0.6,
@@ -111,10 +116,10 @@ def test_query_supported_system(bare: Learner) -> None:
     assert list(loaders["DIGITS"].required_parameters) == []
     for name in ("SKLEARN_DIGITS", "PYTORCH_DIGITS"):
         assert list(models[name].compatible_dataloaders) == ["DIGITS"]
-        defaults = json.loads(models[name].default_parameters)
+        defaults = from_struct(models[name].default_parameters)
         assert isinstance(defaults, dict)
         assert {"learning_rate", "epochs", "batch_size", "seed"} <= set(defaults)
-    assert json.loads(models["SKLEARN_DIGITS"].default_parameters)["loss"] == "log_loss"
+    assert from_struct(models["SKLEARN_DIGITS"].default_parameters)["loss"] == "log_loss"
 
 
 def test_supported_system_lists_registered_plugins_with_required_parameters(
@@ -124,9 +129,9 @@ def test_supported_system_lists_registered_plugins_with_required_parameters(
     loaders = {d.name: d for d in response.dataloaders}
     models = {m.name: m for m in response.models}
     assert list(loaders[tiny.TINY_FILES].required_parameters) == ["location"]
-    assert json.loads(loaders[tiny.TINY_FILES].default_parameters) == {"scale": 1.0}
+    assert from_struct(loaders[tiny.TINY_FILES].default_parameters) == {"scale": 1.0}
     assert list(models[tiny.TINY_FILE_MODEL].compatible_dataloaders) == [tiny.TINY_FILES]
-    assert json.loads(models[tiny.TINY_MODEL].default_parameters) == {"offset": 0.0}
+    assert from_struct(models[tiny.TINY_MODEL].default_parameters) == {"offset": 0.0}
 
 
 # --- MLSetup ------------------------------------------------------------------------------------------------
@@ -152,9 +157,9 @@ def test_setup_is_idempotent_and_different_parameters_replace_the_model(bare: Le
     # The same setup spelled with explicit defaults is the same setup.
     spelled = pb.MLSetupRequest(
         dataloader_name="DIGITS",
-        dataloader_parameters=json.dumps({"n_shards": 1, "shard": 0, "seed": 42, "train_ratio": 0.6}),
+        dataloader_parameters=params(n_shards=1, shard=0, seed=42, train_ratio=0.6),
         model_name="SKLEARN_DIGITS",
-        model_parameters=json.dumps({"seed": 0, "loss": "log_loss"}),
+        model_parameters=params(seed=0, loss="log_loss"),
     )
     assert bare.stub.MLSetup(spelled, timeout=60).unchanged is True
 
@@ -182,12 +187,19 @@ DIGITS_PARAMS = ["shard", "n_shards", "train_ratio", "vote_ratio", "seed"]
 SKLEARN_PARAMS = ["learning_rate", "epochs", "batch_size", "loss", "seed"]
 
 
+def _struct(text: str) -> struct_pb2.Struct:
+    """A Struct holding what ``text`` says, NaN included (a Struct can hold one; JSON text cannot)."""
+    struct = struct_pb2.Struct()
+    struct.update(json.loads(text))
+    return struct
+
+
 def setup_request(loader: str = "", model: str = "", loader_params: str = "{}", model_params: str = "{}"):
     return pb.MLSetupRequest(
         dataloader_name=loader or "DIGITS",
-        dataloader_parameters=loader_params,
+        dataloader_parameters=_struct(loader_params),
         model_name=model or "SKLEARN_DIGITS",
-        model_parameters=model_params,
+        model_parameters=_struct(model_params),
     )
 
 
@@ -200,12 +212,14 @@ SETUP_ERRORS = {
     ),
     "unknown-dataloader": (setup_request(loader="NO_SUCH_DATA"), NOT_FOUND, ["NO_SUCH_DATA", "DIGITS"]),
     "incompatible-pair": (setup_request(model=TinyRegistry.TINY_MODEL), INVALID, [TinyRegistry.TINY_DATA]),
-    "bad-json-loader": (setup_request(loader_params="{shard: 1"), INVALID, DIGITS_PARAMS),
-    "bad-json-model": (setup_request(model_params="{'seed': 1}"), INVALID, SKLEARN_PARAMS),
-    "loader-json-array": (setup_request(loader_params="[0, 1]"), INVALID, DIGITS_PARAMS),
-    "loader-json-string": (setup_request(loader_params='"shard=0"'), INVALID, DIGITS_PARAMS),
-    "loader-json-null": (setup_request(loader_params="null"), INVALID, DIGITS_PARAMS),
-    "model-json-number": (setup_request(model_params="3"), INVALID, SKLEARN_PARAMS),
+    "loader-param-a-list": (setup_request(loader_params='{"shard": [0, 1]}'), INVALID, DIGITS_PARAMS),
+    "loader-param-an-object": (setup_request(loader_params='{"seed": {"a": 1}}'), INVALID, DIGITS_PARAMS),
+    "loader-param-null": (setup_request(loader_params='{"shard": null}'), INVALID, DIGITS_PARAMS),
+    "model-param-nested-lists": (
+        setup_request(model_params='{"seed": ' + "[" * 40 + "]" * 40 + "}"),
+        INVALID,
+        ["seed", *SKLEARN_PARAMS],
+    ),
     "unknown-loader-key": (setup_request(loader_params='{"shards": 2}'), INVALID, ["shards", *DIGITS_PARAMS]),
     "unknown-model-key": (setup_request(model_params='{"lr": 0.1}'), INVALID, ["lr", *SKLEARN_PARAMS]),
     "wrong-type-int-as-string": (
@@ -245,6 +259,7 @@ SETUP_ERRORS = {
         ["learning_rate"],
     ),
     "nan-learning-rate": (setup_request(model_params='{"learning_rate": NaN}'), INVALID, ["learning_rate"]),
+    "infinite-seed": (setup_request(loader_params='{"seed": Infinity}'), INVALID, ["seed"]),
     "unknown-loss": (
         setup_request(model_params='{"loss": "squared"}'),
         INVALID,
@@ -350,7 +365,7 @@ def test_a_round_propose_test_accept(pair: tuple[Learner, Learner]) -> None:
     header = parts[0].header
     assert parts[0].HasField("header")
     assert re.fullmatch(r"[0-9a-f]{32}", header.proposal_id)
-    assert header.encoding == "safetensors"
+    assert header.encoding == pb.WEIGHTS_ENCODING_SAFETENSORS
     proposal = assemble(parts, max_total_bytes=64 * MIB)
     assert proposal.sha256 == header.sha256 == sha256_hex(proposal.data)
     assert proposal.sha256 != proposer_sha
@@ -361,7 +376,7 @@ def test_a_round_propose_test_accept(pair: tuple[Learner, Learner]) -> None:
     assert verdict.HasField("vote")
     assert 0.0 <= verdict.vote_score <= 1.0
     assert 0.0 <= verdict.test_score <= 1.0
-    assert verdict.criterion == "accuracy"
+    assert verdict.criterion == pb.CRITERION_ACCURACY
     assert voter.sha() == voter_sha, "testing must not change the voter's current weights"
 
     accepted = [
@@ -374,7 +389,7 @@ def test_a_round_propose_test_accept(pair: tuple[Learner, Learner]) -> None:
     assert status[0].weights_sha256 == status[1].weights_sha256 == header.sha256
     assert [s.accepted_rounds for s in status] == [rounds[0] + 1, rounds[1] + 1]
     assert status[1].vote_score == pytest.approx(verdict.vote_score)
-    assert status[1].criterion == "accuracy"
+    assert status[1].criterion == pb.CRITERION_ACCURACY
 
     # A retried accept of the same proposal does not count twice.
     again = voter.stub.AcceptProposal(pb.AcceptProposalRequest(proposal_id=header.proposal_id))
@@ -567,7 +582,8 @@ MALFORMED: dict[str, Callable[[bytes, bytes], list[pb.WeightsPart]]] = {
     "sha256-uppercase": lambda good, _: parts_for(good, sha256=sha256_hex(good).upper()),
     "no-header": lambda good, _: _no_header(parts_for(good)),
     "header-in-a-later-part": lambda good, _: _later_header(parts_for(good)),
-    "unknown-encoding": lambda good, _: parts_for(good, encoding="pickle"),
+    "unknown-encoding": lambda good, _: parts_for(good, encoding=7),
+    "unspecified-encoding": lambda good, _: parts_for(good, encoding=pb.WEIGHTS_ENCODING_UNSPECIFIED),
     "gap": lambda good, _: _gap(parts_for(good)),
     "duplicated-part": lambda good, _: (lambda ps: ps[:2] + ps[1:])(parts_for(good)),
     "out-of-order": lambda good, _: (lambda ps: [ps[0], ps[2], ps[1], *ps[3:]])(parts_for(good)),
@@ -634,3 +650,47 @@ def test_a_tested_stream_with_a_proposal_id_can_be_accepted_by_id(guarded: Learn
     response = guarded.stub.AcceptProposal(pb.AcceptProposalRequest(proposal_id="client-chosen-id"))
     assert response.accepted_rounds == rounds + 1
     assert response.weights_sha256 == sha256_hex(good)
+
+
+# --- what an error repeats, and parameters nested too deep ------------------------------------------------
+
+
+@pytest.mark.parametrize("size", [16 * 1024, 70_000])
+def test_a_huge_proposal_id_gets_not_found_with_a_short_message(guarded: Learner, size: int) -> None:
+    """Echoed whole, a 16 KiB id pushed the status past gRPC's 16 KiB metadata limit: every Python client
+    saw RESOURCE_EXHAUSTED ("Stream removed") instead of NOT_FOUND."""
+    request = pb.AcceptProposalRequest(proposal_id="p" * size)
+    code, details = rpc_code(lambda: guarded.stub.AcceptProposal(request, timeout=30))
+    assert code == NOT_FOUND, (code, details[:200])
+    assert "ppp" in details and "…" in details and len(details) < 1000
+
+
+@pytest.mark.parametrize("field", ["model_name", "dataloader_name"])
+def test_a_huge_name_gets_not_found_with_a_short_message(bare: Learner, field: str) -> None:
+    names = {"model_name": "SKLEARN_DIGITS", "dataloader_name": "DIGITS", field: "N" * 70_000}
+    code, details = rpc_code(lambda: bare.stub.MLSetup(pb.MLSetupRequest(**names), timeout=30))
+    assert code == NOT_FOUND, (code, details[:200])
+    assert "NNN" in details and "…" in details and len(details) < 1000
+
+
+def test_a_huge_unknown_parameter_name_gets_a_short_message(bare: Learner) -> None:
+    request = pb.MLSetupRequest(
+        dataloader_name="DIGITS",
+        dataloader_parameters=params(**{"k" * 70_000: 1}),
+        model_name="SKLEARN_DIGITS",
+    )
+    code, details = rpc_code(lambda: bare.stub.MLSetup(request, timeout=30))
+    assert code == INVALID and "unknown parameter" in details and len(details) < 2000
+
+
+@pytest.mark.parametrize("levels", [60, 100_000])
+@pytest.mark.parametrize("field", [5, 6], ids=["dataloader_parameters", "model_parameters"])
+def test_parameters_nested_deeper_than_protobuf_parses_are_invalid_argument(
+    bare: Learner, levels: int, field: int
+) -> None:
+    request = pb.MLSetupRequest(dataloader_name="DIGITS", model_name="SKLEARN_DIGITS").SerializeToString()
+    request += length_delimited(field, deep_parameters(levels))
+    call = bare.channel.unary_unary(f"/{SERVICE}/MLSetup")
+    code, details = rpc_code(lambda: call(request, timeout=60))
+    assert code == INVALID and "does not parse" in details, details[:300]
+    assert bare.status().ready is False

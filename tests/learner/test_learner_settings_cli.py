@@ -2,18 +2,17 @@
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 from pathlib import Path
 
 import grpc
 import pytest
-from learner_testkit import MIB, free_port, parts_for, rpc_code, venv_tool, write_plugin
+from learner_testkit import MIB, free_port, learner_stub, parts_for, rpc_code, venv_tool, write_plugin
 from pydantic import ValidationError
 
+from colearn_contract.parameters import from_struct
 from colearn_contract.v1 import learner_pb2 as pb
-from colearn_contract.v1 import learner_pb2_grpc as pb_grpc
 from colearn_learner import Settings
 from colearn_learner.cli import _settings, build_parser
 
@@ -189,10 +188,10 @@ def test_env_applies_flags_override_and_plugins_load_in_a_real_learner(
     }
     learner_processes.start(port, "--plugins=plugin_from_flag", env=env)
     with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
-        stub = pb_grpc.LearnerStub(channel)
+        stub = learner_stub(channel)
         supported = stub.QuerySupportedSystem(pb.QuerySupportedSystemRequest(), timeout=30)
         models = {m.name: list(m.compatible_dataloaders) for m in supported.models}
-        loaders = {d.name: json.loads(d.default_parameters) for d in supported.dataloaders}
+        loaders = {d.name: from_struct(d.default_parameters) for d in supported.dataloaders}
         assert models["FLAGPLUG_MODEL"] == ["FLAGPLUG_DATA"]
         assert loaders["FLAGPLUG_DATA"] == {"size": 4}
         assert "ENVPLUG_MODEL" not in models
@@ -217,7 +216,5 @@ def test_plugins_from_the_environment_load_in_a_real_learner(learner_processes, 
     }
     learner_processes.start(port, env=env)
     with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
-        supported = pb_grpc.LearnerStub(channel).QuerySupportedSystem(
-            pb.QuerySupportedSystemRequest(), timeout=30
-        )
+        supported = learner_stub(channel).QuerySupportedSystem(pb.QuerySupportedSystemRequest(), timeout=30)
     assert {"ENVA_MODEL", "ENVB_MODEL"} <= {m.name for m in supported.models}

@@ -24,10 +24,9 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
-from wire_kit import MIB, SERVICE, SERVING, rpc_code
+from wire_kit import MIB, SERVICE, SERVING, learner_stub, rpc_code
 
 from colearn_contract.v1 import learner_pb2 as pb
-from colearn_contract.v1 import learner_pb2_grpc as pb_grpc
 from colearn_contract.weight_stream import EncodedWeights, iter_parts
 from colearn_contract.weights_codec import sha256_hex
 from colearn_learner import ExampleMliFactory, GRPCServer, Settings
@@ -58,11 +57,9 @@ class Target:
         settings_ = Settings(host="127.0.0.1", port=0, metrics_port=0, max_weights_bytes=MIB)
         self.server = GRPCServer(mli_factory=ExampleMliFactory(), settings=settings_).start()
         self.channel = grpc.insecure_channel(f"127.0.0.1:{self.server.port}")
-        self.stub = pb_grpc.LearnerStub(self.channel)
+        self.stub = learner_stub(self.channel)
         self.health = health_pb2_grpc.HealthStub(self.channel)
-        self.setup = pb.MLSetupRequest(
-            dataloader_name="DIGITS", dataloader_parameters="{}", model_name="SKLEARN_DIGITS"
-        )
+        self.setup = pb.MLSetupRequest(dataloader_name="DIGITS", model_name="SKLEARN_DIGITS")
         self.original = self.good = None
         if set_up:
             self.original = self.stub.MLSetup(self.setup, timeout=60).weights_sha256
@@ -148,13 +145,15 @@ def framed_streams(draw: st.DrawFn, good: bytes) -> list[pb.WeightsPart]:
         parts.append(pb.WeightsPart(offset=offset, total_bytes=total, data=data[a:b]))
     if framed:
         parts[0].header.CopyFrom(
-            pb.WeightsHeader(proposal_id=draw(texts), encoding="safetensors", sha256=sha256_hex(data))
+            pb.WeightsHeader(
+                proposal_id=draw(texts), encoding=pb.WEIGHTS_ENCODING_SAFETENSORS, sha256=sha256_hex(data)
+            )
         )
     elif parts and draw(st.booleans()):
         parts[0].header.CopyFrom(
             pb.WeightsHeader(
                 proposal_id=draw(texts),
-                encoding=draw(st.just("safetensors") | texts),
+                encoding=draw(st.just(pb.WEIGHTS_ENCODING_SAFETENSORS) | st.integers(0, 2**31 - 1)),
                 sha256=draw(st.just(sha256_hex(data)) | texts),
             )
         )

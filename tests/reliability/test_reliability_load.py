@@ -18,10 +18,10 @@ import psutil
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from reliability_kit import ToyFleet, set_up_toy, toy_parameters, wait_for
+from wire_kit import learner_stub
 
 from backend_client import LearnerClient
 from colearn_contract.v1 import learner_pb2 as pb
-from colearn_contract.v1 import learner_pb2_grpc as pb_grpc
 
 pytestmark = pytest.mark.slow
 
@@ -56,7 +56,7 @@ def burst(address: str) -> tuple[list[float], list[grpc.StatusCode]]:
             return callback
 
         health = [health_pb2_grpc.HealthStub(c) for c in channels]
-        learner = [pb_grpc.LearnerStub(c) for c in channels]
+        learner = [learner_stub(c) for c in channels]
         for k in range(CALLS):
             started = time.perf_counter()
             if k % 2:

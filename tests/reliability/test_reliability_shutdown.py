@@ -10,12 +10,12 @@ from pathlib import Path
 import grpc
 import pytest
 from reliability_kit import ToyFleet, set_up_all, started_calls, toy_parameters, wait_for
+from wire_kit import learner_stub
 
 from backend_client import Deadlines
 from backend_client.results import APPROVE, PROPOSER, Result
 from backend_client.rounds import collective_learning_round
 from colearn_contract.v1 import learner_pb2 as pb
-from colearn_contract.v1 import learner_pb2_grpc as pb_grpc
 
 pytestmark = pytest.mark.slow
 
@@ -43,7 +43,7 @@ def test_sigterm_during_a_vote_lets_the_vote_finish_then_the_learner_exits(tmp_p
         # is still being evaluated.
         def refused() -> bool:
             with grpc.insecure_channel(fleet.addresses[voter]) as channel:
-                stub = pb_grpc.LearnerStub(channel)
+                stub = learner_stub(channel)
                 try:
                     stub.GetStatus(pb.GetStatusRequest(), timeout=5)
                 except grpc.RpcError as exc:

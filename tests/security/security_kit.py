@@ -20,6 +20,8 @@ from wire_kit import (  # noqa: F401  (re-exported for the security tests)
     NOT_SERVING,
     SERVICE,
     SERVING,
+    learner_stub,
+    params,
     parts_for,
     rpc_code,
     venv_tool,
@@ -55,7 +57,7 @@ class SecuredLearner:
         return channel
 
     def stub(self, security: ClientSecurity | None = None) -> pb_grpc.LearnerStub:
-        return pb_grpc.LearnerStub(self.channel(security))
+        return learner_stub(self.channel(security))
 
     @property
     def health_address(self) -> str:
@@ -140,5 +142,5 @@ def sized_model() -> Iterator[None]:
 
 def sized_setup(size: int = 16) -> pb.MLSetupRequest:
     return pb.MLSetupRequest(
-        dataloader_name=SEC_DATA, dataloader_parameters=f'{{"size": {size}}}', model_name=SEC_MODEL
+        dataloader_name=SEC_DATA, dataloader_parameters=params(size=size), model_name=SEC_MODEL
     )

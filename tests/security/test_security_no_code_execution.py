@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import base64
 import io
-import json
 import os
 import pickle
 import shlex
@@ -15,7 +14,8 @@ from pathlib import Path
 
 import grpc
 import pytest
-from security_kit import SERVING, SecuredLearner, current_weights, health_status, parts_for, rpc_code
+from google.protobuf import struct_pb2
+from security_kit import SERVING, SecuredLearner, current_weights, health_status, params, parts_for, rpc_code
 
 from colearn_contract.v1 import learner_pb2 as pb
 
@@ -81,7 +81,7 @@ def test_a_pickle_sent_as_weights_is_refused_and_never_runs(
         assert "safetensors" in details, (name, details)
     # Declaring the pickle openly does not help either.
     declared = parts_for(pickle.dumps(RunsCommand(touch(marker))))
-    declared[0].header.encoding = "pickle"
+    declared[0].header.encoding = 99  # no such encoding: the enum has no PICKLE, and never will
     code, details = rpc_code(lambda: getattr(stub, method)(iter(declared), timeout=60))
     assert code == INVALID and "encoding" in details
     assert not marker.exists()
@@ -91,15 +91,15 @@ def test_a_pickle_sent_as_weights_is_refused_and_never_runs(
     assert len(current_weights(stub)) > 0
 
 
-def crafted_parameters(marker: Path) -> dict[str, str]:
+def crafted_parameters(marker: Path) -> dict[str, struct_pb2.Struct]:
     text_pickle = pickle.dumps(RunsCommand(touch(marker)), protocol=0).decode("ascii")
     binary = base64.b64encode(pickle.dumps(RunsCommand(touch(marker)))).decode()
     return {
-        "the-whole-string-is-a-pickle": text_pickle,
-        "a-pickle-as-a-json-value": json.dumps({"shard": text_pickle}),
-        "a-base64-pickle-as-a-json-value": json.dumps({"n_shards": binary}),
-        "a-pickle-under-an-unknown-key": json.dumps({"model": binary}),
-        "a-json-string-holding-a-pickle": json.dumps(text_pickle),
+        "a-pickle-as-a-value": params(shard=text_pickle),
+        "a-base64-pickle-as-a-value": params(n_shards=binary),
+        "a-pickle-under-an-unknown-key": params(model=binary),
+        "a-pickle-in-a-list": params(seed=[text_pickle, binary]),
+        "a-pickle-as-a-key": params(**{text_pickle: 1}),
     }
 
 
@@ -110,8 +110,8 @@ def test_a_pickle_sent_as_setup_parameters_is_refused_and_never_runs(
     stub = learner.stub()
     before = stub.GetStatus(pb.GetStatusRequest(), timeout=10)
     marker = tmp_path / "ran"
-    for name, text in crafted_parameters(marker).items():
-        request = pb.MLSetupRequest(dataloader_name="DIGITS", model_name=before.model_name, **{field: text})
+    for name, struct in crafted_parameters(marker).items():
+        request = pb.MLSetupRequest(dataloader_name="DIGITS", model_name=before.model_name, **{field: struct})
         code, details = rpc_code(lambda r=request: stub.MLSetup(r, timeout=60))
         assert code == INVALID, (name, code, details)
     assert not marker.exists()
@@ -119,13 +119,20 @@ def test_a_pickle_sent_as_setup_parameters_is_refused_and_never_runs(
     assert after.weights_sha256 == before.weights_sha256 and after.model_name == before.model_name
 
 
-def test_binary_pickle_bytes_in_a_string_field_are_refused(learner: SecuredLearner, tmp_path: Path) -> None:
-    # A proto string must be UTF-8; a binary pickle is not. Hand-built bytes get past the client's checks.
+@pytest.mark.parametrize(
+    ("tag", "what"),
+    [(b"\x0a", "dataloader_name (a string)"), (b"\x2a", "dataloader_parameters (a Struct)")],
+)
+def test_binary_pickle_bytes_in_a_field_are_refused(
+    learner: SecuredLearner, tmp_path: Path, tag: bytes, what: str
+) -> None:
+    # A proto string must be UTF-8 and a Struct must parse; a binary pickle is neither. Hand-built bytes
+    # get past the client's checks.
     marker = tmp_path / "ran"
     payload = pickle.dumps(RunsCommand(touch(marker)))
-    field = b"\x12" + bytes([len(payload)]) + payload  # field 2 (dataloader_parameters), length-delimited
+    field = tag + bytes([len(payload)]) + payload  # a length-delimited field
     assert len(payload) < 128
     raw = learner.channel().unary_unary("/colearn.v1.Learner/MLSetup")
     code, details = rpc_code(lambda: raw(field, timeout=30))
-    assert code == INVALID and "does not parse" in details
+    assert code == INVALID and "does not parse" in details, what
     assert not marker.exists()

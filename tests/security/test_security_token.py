@@ -21,6 +21,7 @@ from security_kit import (
     SecuredLearner,
     eventually,
     health_status,
+    learner_stub,
     parts_for,
     rpc_code,
     venv_tool,
@@ -181,7 +182,7 @@ def test_serve_n_hands_the_token_to_its_children_in_their_environment(tmp_path: 
         assert b"serve" in child_command and TOKEN.encode() not in child_command
         assert TOKEN.encode() in Path(f"/proc/{child_pid}/environ").read_bytes()
         with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
-            stub = pb_grpc.LearnerStub(channel)
+            stub = learner_stub(channel)
             assert rpc_code(lambda: stub.GetStatus(pb.GetStatusRequest(), timeout=10))[0] == UNAUTHENTICATED
             metadata = [("authorization", f"Bearer {TOKEN}")]
             assert stub.GetStatus(pb.GetStatusRequest(), timeout=10, metadata=metadata).ready is False
