@@ -70,7 +70,7 @@ class MetricsInterceptor(grpc.ServerInterceptor):
         def finish(context: grpc.ServicerContext, start: float, failed: bool) -> None:
             code = _code_of(context, failed)
             metrics.rpc_handled.labels(*labels, code).inc()
-            metrics.rpc_seconds.labels(*labels, code).observe(time.perf_counter() - start)
+            metrics.rpc_seconds.labels(*labels).observe(time.perf_counter() - start)
 
         def timed(behavior: Callable[[Any, grpc.ServicerContext], Any]) -> Callable[..., Any]:
             def wrapper(request: Any, context: grpc.ServicerContext) -> Any:
@@ -120,7 +120,7 @@ class MetricsInterceptor(grpc.ServerInterceptor):
                 def closed() -> None:
                     code = grpc.StatusCode.OK if ended_by_server.is_set() else grpc.StatusCode.CANCELLED
                     metrics.rpc_handled.labels(*labels, code.name).inc()
-                    metrics.rpc_seconds.labels(*labels, code.name).observe(time.perf_counter() - start)
+                    metrics.rpc_seconds.labels(*labels).observe(time.perf_counter() - start)
 
                 context.add_callback(closed)
                 return behavior(request, context, send_response_callback=send)

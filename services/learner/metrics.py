@@ -2,8 +2,11 @@
 
 Each learner has its own ``CollectorRegistry`` (with the process, platform and GC collectors that the
 default registry would have), so that several learners can live in one process, as in tests, without
-their series colliding. RPC series follow the grpc-ecosystem ``grpc_server_*`` names that existing
-dashboards expect; the model series are prefixed ``colearn_``.
+their series colliding. RPC series follow the grpc-ecosystem ``grpc_server_*`` names and label sets that
+existing dashboards expect: ``grpc_code`` on the handled counter, not on the latency histogram (a code per
+method would multiply its buckets for quantiles that are read per method). The model series are prefixed
+``colearn_``. ``_created`` series are off: they double every counter's and histogram's series, and nothing
+reads them (``disable_created_metrics`` is process-wide; the backend's metrics turn it off too).
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from prometheus_client import (
     Gauge,
     Histogram,
     Info,
+    disable_created_metrics,
     start_http_server,
 )
 from prometheus_client.gc_collector import GCCollector
@@ -39,6 +43,7 @@ def rpc_type(request_streaming: bool, response_streaming: bool) -> str:
 
 class LearnerMetrics:
     def __init__(self) -> None:
+        disable_created_metrics()
         self.registry = CollectorRegistry(auto_describe=True)
         ProcessCollector(registry=self.registry)
         PlatformCollector(registry=self.registry)
@@ -52,8 +57,8 @@ class LearnerMetrics:
         )
         self.rpc_seconds = Histogram(
             "grpc_server_handling_seconds",
-            "Time from the start of an RPC to its last response, by status code",
-            [*_RPC_LABELS, "grpc_code"],
+            "Time from the start of an RPC to its last response",
+            _RPC_LABELS,
             buckets=_SECONDS,
             registry=r,
         )
@@ -92,7 +97,7 @@ class LearnerMetrics:
         self.info = Info("colearn_learner", "What this learner runs", registry=r)
 
     def declare_methods(self, service: Any) -> None:
-        """Creates every method's started and ``OK`` series at zero, before the first call.
+        """Creates every method's started, ``OK`` and latency series at zero, before the first call.
 
         A counter that appears only at its first increment hides that increment from ``rate()`` and
         ``increase()``: a fleet's first rounds would not show on the dashboard or in the alert rules.
@@ -103,6 +108,7 @@ class LearnerMetrics:
             labels = (service.full_name, method.name, kind)
             self.rpc_started.labels(*labels)
             self.rpc_handled.labels(*labels, "OK")
+            self.rpc_seconds.labels(*labels)
 
     def set_info(self, **labels: Any) -> None:
         self.info.info({k: str(v) for k, v in labels.items()})

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 import grpc
 import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 from learner_testkit import (
     Learner,
     TinyRegistry,
@@ -27,12 +28,15 @@ from colearn_contract.v1 import learner_pb2 as pb
 LEARNER = "colearn.v1.Learner"
 
 
-def scrape(learner: Learner) -> dict[str, list]:
+def scrape_text(learner: Learner) -> str:
     with urllib.request.urlopen(learner.metrics_url, timeout=30) as response:
         assert response.status == 200
-        text = response.read().decode()
+        return response.read().decode()
+
+
+def scrape(learner: Learner) -> dict[str, list]:
     samples: dict[str, list] = {}
-    for family in text_string_to_metric_families(text):
+    for family in text_string_to_metric_families(scrape_text(learner)):
         for sample in family.samples:
             samples.setdefault(sample.name, []).append(sample)
     return samples
@@ -107,8 +111,9 @@ def test_handled_counts_by_method_and_code(learner: Learner, traffic: Traffic) -
 
 
 def test_handling_seconds_histogram(learner: Learner, traffic: Traffic) -> None:
+    """The grpc-ecosystem label set: by method, not by code (the handled counter has the codes)."""
     samples = scrape(learner)
-    labels = {"grpc_service": LEARNER, "grpc_method": "MLSetup", "grpc_type": "unary", "grpc_code": "OK"}
+    labels = {"grpc_service": LEARNER, "grpc_method": "MLSetup", "grpc_type": "unary"}
     buckets = [
         s
         for s in samples["grpc_server_handling_seconds_bucket"]
@@ -120,11 +125,21 @@ def test_handling_seconds_histogram(learner: Learner, traffic: Traffic) -> None:
     assert bounds[-1] == math.inf
     counts = [s.value for s in buckets]
     assert counts == sorted(counts), "histogram buckets are cumulative"
-    assert counts[-1] == 2
-    assert value(samples, "grpc_server_handling_seconds_count", **labels) == 2
+    # 2 OK, 1 NOT_FOUND and 1 INVALID_ARGUMENT: every call of the method, whatever its code.
+    assert counts[-1] == 4
+    assert value(samples, "grpc_server_handling_seconds_count", **labels) == 4
     assert value(samples, "grpc_server_handling_seconds_sum", **labels) > 0
-    not_found = {**labels, "grpc_code": "NOT_FOUND"}
-    assert value(samples, "grpc_server_handling_seconds_count", **not_found) == 1
+    histogram = [
+        s for name, found in samples.items() if name.startswith("grpc_server_handling_seconds") for s in found
+    ]
+    assert {frozenset(s.labels) - {"le"} for s in histogram} == {frozenset(labels)}
+
+
+def test_no_created_series(learner: Learner, traffic: Traffic) -> None:
+    """``_created`` would double every counter's and histogram's series, and nothing reads it."""
+    text = scrape_text(learner)
+    assert "grpc_server_handled_total" in text
+    assert "_created" not in text
 
 
 def test_weight_bytes_in_and_out(learner: Learner, traffic: Traffic) -> None:
@@ -216,6 +231,7 @@ def test_every_method_has_its_series_at_zero_before_its_first_call() -> None:
                 value(before, "grpc_server_started_total", grpc_service=LEARNER, grpc_method=method.name) == 0
             )
             assert value(before, "grpc_server_handled_total", grpc_method=method.name, grpc_code="OK") == 0
+            assert value(before, "grpc_server_handling_seconds_count", grpc_method=method.name) == 0
         fresh.stub.QueryVersion(pb.QueryVersionRequest(), timeout=10)
         code, _ = rpc_code(
             lambda: list(fresh.stub.GetCurrentWeights(pb.GetCurrentWeightsRequest(), timeout=10))
@@ -224,6 +240,27 @@ def test_every_method_has_its_series_at_zero_before_its_first_call() -> None:
         after = scrape(fresh)
         # The interceptor counts into the declared series (same labels, grpc_type included), not new ones.
         assert value(after, "grpc_server_handled_total", grpc_method="QueryVersion", grpc_code="OK") == 1
+        assert value(after, "grpc_server_handling_seconds_count", grpc_method="QueryVersion") == 1
         for name, kind in (("QueryVersion", "unary"), ("GetCurrentWeights", "server_stream")):
             started = [s for s in after["grpc_server_started_total"] if s.labels["grpc_method"] == name]
             assert [(s.labels["grpc_type"], s.value) for s in started] == [(kind, 1.0)]
+
+
+def test_a_health_watch_is_timed_when_its_stream_ends() -> None:
+    """Watch is non-blocking (its handler returns at once): it is timed to the moment its stream closes,
+    into the same code-less histogram series as every other method."""
+    with Learner(metrics=True) as learner, grpc.insecure_channel(learner.address) as channel:
+        stream = health_pb2_grpc.HealthStub(channel).Watch(health_pb2.HealthCheckRequest(), timeout=60)
+        assert next(stream).status == health_pb2.HealthCheckResponse.SERVING
+        stream.cancel()
+        watch = {
+            "grpc_service": "grpc.health.v1.Health",
+            "grpc_method": "Watch",
+            "grpc_type": "server_stream",
+        }
+        deadline = time.monotonic() + 30
+        while absent(samples := scrape(learner), "grpc_server_handling_seconds_count", **watch):
+            assert time.monotonic() < deadline, "the closed Watch was never timed"
+            time.sleep(0.05)
+        assert value(samples, "grpc_server_handling_seconds_count", **watch) == 1
+        assert value(samples, "grpc_server_handled_total", grpc_code="CANCELLED", **watch) == 1

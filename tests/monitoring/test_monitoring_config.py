@@ -17,6 +17,10 @@ from typing import Any
 import pytest
 import yaml
 from dashboard_queries import all_panels, dashboard_queries
+from prometheus_client import generate_latest
+from prometheus_client.parser import text_string_to_metric_families
+
+from backend_client.backend_metrics import BackendMetrics
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 PROMETHEUS = REPO_ROOT / "deploy" / "prometheus"
@@ -85,6 +89,17 @@ def test_learners_are_discovered_by_the_compose_service_name() -> None:
     assert [p for pattern in config["rule_files"] for p in PROMETHEUS.glob(pattern)] == RULE_FILES
 
 
+def test_the_backend_is_discovered_by_its_compose_service_name() -> None:
+    """The backend serves its metrics on 9092 (`--metrics_port 9092` in compose); like the learners, it is
+    found by DNS, so that it is a target only while its container runs."""
+    jobs = {job["job_name"]: job for job in load_yaml(PROMETHEUS / "prometheus.yml")["scrape_configs"]}
+    backend = jobs["colearn-backend"]
+    assert "static_configs" not in backend
+    assert backend["dns_sd_configs"] == [
+        {"names": ["backend"], "type": "A", "port": 9092, "refresh_interval": "5s"}
+    ]
+
+
 @needs_promtool
 def test_promtool_accepts_the_rules() -> None:
     checked = promtool("check", "rules", *RULE_FILES)
@@ -114,6 +129,50 @@ def test_every_alert_is_unit_tested_firing_and_quiet() -> None:
             (firing if case.get("exp_alerts") else quiet).add(case["alertname"])
     assert firing == set(alerts()), "alerts never shown to fire"
     assert quiet == set(alerts()), "alerts never shown to stay quiet"
+
+
+def test_rounds_are_counted_by_the_backend_not_summed_over_learners() -> None:
+    """Summed over learners, an accepted round counts once per learner that adopted it (6 read as 18+)."""
+    found = recordings()
+    assert "colearn_backend_rounds_total" in found["job:colearn_backend_rounds:increase1h"]["expr"]
+    accepted = found["job:colearn_backend_accepted_rounds:increase1h"]["expr"]
+    assert "colearn_backend_accepted_rounds_total" in accepted
+    no_accept = alerts()["ColearnNoAcceptedProposal"]["expr"]
+    assert "job:colearn_backend_rounds:increase1h" in no_accept
+    assert "job:colearn_backend_accepted_rounds:increase1h" in no_accept
+    for rule in rules():
+        assert "colearn_accepted_proposals_total" not in rule["expr"], rule
+        assert "colearn_train_seconds_count" not in rule["expr"], rule
+
+
+def test_no_rule_or_query_reads_a_code_on_the_latency_histogram() -> None:
+    """grpc_server_handling_seconds has the grpc-ecosystem labels (type, service, method) and no code."""
+    histogram = re.compile(r"grpc_server_handling_seconds_\w+\{[^}]*grpc_code")
+    everything = [rule["expr"] for rule in rules()] + dashboard_queries(DASHBOARD)
+    assert [expr for expr in everything if "grpc_server_handling_seconds" in expr]
+    assert not [expr for expr in everything if histogram.search(expr)]
+
+
+def backend_metrics_read() -> set[str]:
+    """The backend's series that the dashboard and the rules read (metric names as they are scraped)."""
+    everything = [rule["expr"] for rule in rules()] + dashboard_queries(DASHBOARD)
+    return {
+        name for expr in everything for name in re.findall(r"(?<![:\w])colearn_backend_\w+(?![:\w])", expr)
+    }
+
+
+def test_every_backend_series_read_exists_before_the_first_round() -> None:
+    """increase() cannot see the first increment of a series born with it; and a panel must not be empty
+    before the first round. A fresh exporter already has every series that is read (the time series of
+    histograms included)."""
+    scraped = {
+        sample.name
+        for family in text_string_to_metric_families(generate_latest(BackendMetrics().registry).decode())
+        for sample in family.samples
+    }
+    read = backend_metrics_read()
+    assert len(read) >= 12
+    assert read <= scraped, read - scraped
 
 
 def test_every_recording_rule_is_unit_tested() -> None:
@@ -232,8 +291,37 @@ def test_the_dashboard_shows_what_the_issue_asks_for() -> None:
         "colearn_accepted_proposals_total",
         "colearn_vote_score",
         "colearn_test_score",
+        # The experiment, from the backend.
+        'colearn_backend_round{job="colearn-backend"}',
+        'colearn_backend_planned_rounds{job="colearn-backend"}',
+        'colearn_backend_rounds_total{job="colearn-backend"}',
+        'colearn_backend_experiment_accepted_rounds{job="colearn-backend"}',
+        'colearn_backend_round_seconds_bucket{job="colearn-backend"}',
+        'colearn_backend_round_phase_seconds_sum{job="colearn-backend"}',
+        'colearn_backend_learners_absent{job="colearn-backend"}',
+        'colearn_backend_round_learners_resynced{job="colearn-backend"}',
+        'colearn_backend_fleet_weights_info{job="colearn-backend"}',
+        'colearn_backend_run_info{job="colearn-backend"}',
     ):
         assert needle in queries, needle
+
+
+def test_the_experiment_row_comes_first_and_reads_the_backend_only() -> None:
+    """Rounds are the backend's: no panel infers them from the learners' trainings or accepts any more."""
+    panels = dashboard()["panels"]
+    assert panels[0]["type"] == "row" and panels[0]["title"] == "Experiment"
+    experiment = panels[1 : next(i for i, p in enumerate(panels) if i and p["type"] == "row")]
+    assert len(experiment) >= 8
+    for panel in experiment:
+        for target in panel["targets"]:
+            assert 'job="colearn-backend"' in target["expr"], panel["title"]
+            assert "colearn-learner" not in target["expr"], panel["title"]
+    queries = dashboard_queries(DASHBOARD)
+    assert not [q for q in queries if "colearn_train_seconds_count" in q]
+    summed = re.compile(
+        r"(sum|max)\s*(by\s*\([^)]*\))?\s*\(\s*(increase|rate)\(colearn_accepted_proposals_total"
+    )
+    assert not [q for q in queries if summed.search(q)]
 
 
 # --- the query extraction the live tests rely on -----------------------------------------------------
