@@ -4,7 +4,8 @@ The client never decodes weights to relay them: what it gets from one learner it
 others as ``RelayedWeights``, the serialized parts as they came, so that N learners get the same bytes
 objects. A user who wants to look at them can: ``mli_get_current_weights().weights`` is also a mapping of
 tensor name to numpy array, decoded on first access, equal to other weights when the digests are, and
-``save``-able as a safetensors file (``colearn_contract.serialized_weights``).
+``save``-able as a safetensors file (``colearn_contract.serialized_weights``). ``get_current_model``
+fetches the model as a framework-native file (``.keras``, or a safetensors ``state_dict``), as bytes.
 Every call has a deadline; idempotent calls are retried on UNAVAILABLE by gRPC's own retry policy (see
 ``colearn_contract.grpc_options``). ``ClientSecurity`` adds TLS (mTLS with a client
 certificate) and the bearer token; a TLS file that cannot be used fails ``start()`` before any connection.
@@ -21,7 +22,9 @@ import grpc
 from backend_client.errors import LearnerError, LearnerUnavailableError, from_rpc_error
 from colearn_contract import SERVICE_NAME, criteria
 from colearn_contract.grpc_options import channel_options
+from colearn_contract.json_limits import quoted
 from colearn_contract.mli import MachineLearningInterface, ProposedWeights, Weights
+from colearn_contract.model_stream import FORMATS, ModelFile, ModelStreamError, assemble_model_file
 from colearn_contract.parameters import from_struct, struct_from_json
 from colearn_contract.serialized_weights import SerializedWeights
 from colearn_contract.transport_security import ClientSecurity
@@ -272,6 +275,37 @@ class LearnerClient(MachineLearningInterface):
             ),
         )
         return Weights(weights=relayed)
+
+    def get_current_model(self, model_format: str = "") -> ModelFile:
+        """The learner's current model as one framework-native file (``GetCurrentModel``): a ``.keras``
+        zip, or a safetensors file of a torch ``state_dict`` or a scikit-learn estimator's arrays.
+
+        ``model_format`` is ``"keras"``, ``"safetensors"`` or ``""`` for the model's own. The stream is
+        checked as weights are (framing, the size cap, its sha256) before the file is handed back; the
+        bytes are never loaded here, so the backend needs no framework to fetch them. The learner
+        answers FAILED_PRECONDITION (a ``LearnerError``) when its model has no such file."""
+        if model_format not in ("", *FORMATS):
+            raise ValueError(
+                f"unknown model file format {quoted(model_format)}; valid: {', '.join(FORMATS)} "
+                "(or empty for the model's own)"
+            )
+        wanted = FORMATS.get(model_format, pb.MODEL_FORMAT_UNSPECIFIED)
+        request = pb.GetCurrentModelRequest(format=wanted)
+
+        def fetch() -> ModelFile:
+            responses = self.stub.GetCurrentModel(request, timeout=self.deadlines.transfer)
+            try:
+                return assemble_model_file(responses, self._max_weights_bytes, wanted)
+            except ModelStreamError:
+                responses.cancel()  # nobody reads the rest of a stream that is already refused
+                raise
+
+        try:
+            return self._call("GetCurrentModel", fetch)
+        except ModelStreamError as exc:
+            raise LearnerError(
+                self.name, self.address, "GetCurrentModel", None, f"bad model file stream: {exc}"
+            ) from None
 
 
 class ExampleGRPCLearnerClient(LearnerClient):

@@ -103,59 +103,61 @@ def iter_parts(
             return
 
 
-class WeightsAssembler:
-    """Checks parts as they arrive and hashes them on the way, so a bad stream fails at its first bad part.
+class PartsAssembler:
+    """The framing every stream of parts shares (weights, model files): a header in the first message
+    only, every message's ``offset`` and ``total_bytes``, a size cap, and a sha256 over the data. Parts are
+    checked as they arrive and hashed on the way, so a bad stream fails at its first bad part. A subclass
+    checks its own header (``_check_header``) and names its error (``error``).
 
     With ``join=False`` it only checks: the caller keeps the parts (a relay), and ``verified_header``
-    ends the stream instead of ``finish``."""
+    ends the stream instead of joining it."""
+
+    error: type[ValueError] = ValueError
+    what = "part"
 
     def __init__(self, max_total_bytes: int, *, join: bool = True) -> None:
         self._max_total_bytes = max_total_bytes
         self._join = join
-        self._header: pb.WeightsHeader | None = None
+        self._header: Any = None
         self._total = 0
         self._received = 0
         self._buffer = memoryview(b"")
         self._hasher = hashlib.sha256()
 
-    def add(self, part: pb.WeightsPart) -> None:
+    def _check_header(self, header: Any) -> None:
+        """Raises ``self.error`` for a header this stream cannot take (its sha256 is checked here)."""
+
+    def add(self, part: Any) -> None:
         data = part.data  # each read of a bytes field copies it: read it once
         if self._header is None:
             self._start(part)
         elif part.HasField("header"):
-            raise WeightsStreamError("only the first part may carry a header")
+            raise self.error(f"only the first {self.what} may carry a header")
         if part.total_bytes != self._total:
-            raise WeightsStreamError(
-                f"total_bytes changed mid-stream: {part.total_bytes} after {self._total}"
-            )
+            raise self.error(f"total_bytes changed mid-stream: {part.total_bytes} after {self._total}")
         if part.offset != self._received:
-            raise WeightsStreamError(
-                f"parts are not contiguous: expected offset {self._received}, got {part.offset}"
+            raise self.error(
+                f"{self.what}s are not contiguous: expected offset {self._received}, got {part.offset}"
             )
         if self._received + len(data) > self._total:
-            raise WeightsStreamError(
-                f"part at offset {part.offset} with {len(data)} bytes runs past total_bytes {self._total}"
+            raise self.error(
+                f"{self.what} at offset {part.offset} with {len(data)} bytes runs past total_bytes "
+                f"{self._total}"
             )
         if self._join:
             self._buffer[self._received : self._received + len(data)] = data
         self._received += len(data)
         self._hasher.update(data)
 
-    def _start(self, part: pb.WeightsPart) -> None:
+    def _start(self, part: Any) -> None:
         if not part.HasField("header"):
-            raise WeightsStreamError("the first part must carry a header (proposal_id, encoding, sha256)")
-        header = part.header
-        if header.encoding != _ENCODING:
-            raise WeightsStreamError(
-                f"unknown encoding {header.encoding}; valid: {pb.WeightsEncoding.Name(_ENCODING)}"
-            )
-        if not _SHA256_HEX.fullmatch(header.sha256):
-            raise WeightsStreamError("header sha256 must be 64 lowercase hex digits")
+            raise self.error(f"the first {self.what} must carry a header")
+        self._check_header(part.header)
+        if not _SHA256_HEX.fullmatch(part.header.sha256):
+            raise self.error("header sha256 must be 64 lowercase hex digits")
         if part.total_bytes > self._max_total_bytes:
-            raise WeightsStreamError(
-                f"total_bytes {part.total_bytes} exceeds this learner's limit of {self._max_total_bytes}"
-            )
-        self._header = header
+            raise self.error(f"total_bytes {part.total_bytes} exceeds the limit of {self._max_total_bytes}")
+        self._header = part.header
         self._total = part.total_bytes
         # One buffer for the whole stream, written part by part. np.empty leaves its pages untouched, so a
         # declared size costs memory only as data arrives, and numpy asks the kernel for huge pages:
@@ -167,26 +169,46 @@ class WeightsAssembler:
     def total_bytes(self) -> int:
         return self._total
 
-    def verified_header(self) -> pb.WeightsHeader:
+    def verified_header(self) -> Any:
         """Ends the stream: it must be complete, and its data must match the header's sha256."""
         if self._header is None:
-            raise WeightsStreamError("the weights stream was empty")
+            raise self.error("the stream was empty")
         if self._received != self._total:
-            raise TruncatedStreamError(f"the stream ended after {self._received} of {self._total} bytes")
+            raise self._truncated(f"the stream ended after {self._received} of {self._total} bytes")
         digest = self._hasher.hexdigest()
         if digest != self._header.sha256:
-            raise WeightsStreamError(f"sha256 mismatch: header says {self._header.sha256}, data is {digest}")
+            raise self.error(f"sha256 mismatch: header says {self._header.sha256}, data is {digest}")
         return self._header
 
-    def finish(self) -> EncodedWeights:
+    def _truncated(self, message: str) -> ValueError:
+        return self.error(message)
+
+    def joined(self) -> memoryview:
+        """The whole data, once ``verified_header`` has passed; read-only, since its digest is known."""
         if not self._join:
-            raise RuntimeError("a WeightsAssembler made with join=False keeps no data: use verified_header()")
-        header = self.verified_header()
-        return EncodedWeights(
-            data=self._buffer.toreadonly(),  # its digest is known from now on
-            sha256=header.sha256,
-            proposal_id=header.proposal_id,
-        )
+            raise RuntimeError(f"a {type(self).__name__} made with join=False keeps no data")
+        self.verified_header()
+        return self._buffer.toreadonly()
+
+
+class WeightsAssembler(PartsAssembler):
+    """The parts of a weights stream (``WeightsPart``)."""
+
+    error = WeightsStreamError
+
+    def _check_header(self, header: pb.WeightsHeader) -> None:
+        if header.encoding != _ENCODING:
+            raise WeightsStreamError(
+                f"unknown encoding {header.encoding}; valid: {pb.WeightsEncoding.Name(_ENCODING)}"
+            )
+
+    def _truncated(self, message: str) -> ValueError:
+        return TruncatedStreamError(message)
+
+    def finish(self) -> EncodedWeights:
+        data = self.joined()
+        header = self._header
+        return EncodedWeights(data=data, sha256=header.sha256, proposal_id=header.proposal_id)
 
 
 def assemble(parts: Iterable[pb.WeightsPart], max_total_bytes: int) -> EncodedWeights:

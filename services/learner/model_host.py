@@ -21,6 +21,8 @@ from pathlib import Path
 from colearn_contract import __version__
 from colearn_contract.json_limits import quoted
 from colearn_contract.mli import MachineLearningInterface, ProposedWeights, Weights
+from colearn_contract.model_file import WEIGHTS_SHA256_KEY, model_metadata
+from colearn_contract.model_stream import ModelFile
 from colearn_contract.weight_stream import EncodedWeights
 from colearn_contract.weights_codec import WeightsCodecError
 from colearn_learner.checkpoints import Checkpoint, CheckpointError, CheckpointStore, setup_digest
@@ -28,6 +30,7 @@ from colearn_learner.data_access import confine_location
 from colearn_learner.errors import BadWeightsError, ModelReplacedError, NotSetUpError, ProposalNotFoundError
 from colearn_learner.factory import MliFactory
 from colearn_learner.metrics import LearnerMetrics
+from colearn_learner.model_files import NoModelFileError, choose_format, write_model_file
 from colearn_learner.proposal_cache import Proposal, ProposalCache
 from colearn_learner.weight_adapters import (
     WeightsMismatchError,
@@ -79,6 +82,7 @@ class ModelHost:
         self._lock = threading.Lock()
         self._mli: MachineLearningInterface | None = None
         self._setup_key = ""
+        self._model_params = ""  # as the client gave them, for the metadata of model files
         self._signature: WeightsSignature | None = None
         self._accepted_ids: OrderedDict[str, None] = OrderedDict()  # recent ids, so a retry is a no-op
         self._proposals = ProposalCache(proposal_cache_size)
@@ -117,6 +121,7 @@ class ModelHost:
             encoded = EncodedWeights.wrap(data)
             mli, resumed = self._resume(key, model_name, dataloader_name, mli, signature, build)
             self._mli, self._setup_key, self._signature = mli, key, signature
+            self._model_params = model_params or "{}"
             self._current = _unnamed(resumed.payload, resumed.weights_sha256) if resumed else encoded
             self._proposals.clear()
             self._accepted_ids.clear()
@@ -320,6 +325,37 @@ class ModelHost:
             self._metrics.accepted.inc()
         for gauge, value in ((self._metrics.vote_score, vote), (self._metrics.test_score, test)):
             gauge.set(float("nan") if value is None else value)
+
+    def current_model_file(self, model_format: int) -> ModelFile:
+        """The current model as a framework-native file (``colearn_learner.model_files``).
+
+        It waits for a running training step: the model is read and written out under the lock, so the
+        file holds exactly the weights ``status`` names, and a plugin whose ``mli_get_current_model``
+        hands out its live model (as colearn's own did) is never written while it trains."""
+        with self._lock:
+            mli = self._require_mli()
+            status = self.status
+            try:
+                current = mli.mli_get_current_model()
+            except NotImplementedError:
+                raise NoModelFileError(
+                    f"model {status.model_name} has no framework-native file (its MLI does not implement "
+                    "mli_get_current_model); GetCurrentWeights gives its weights"
+                ) from None
+            chosen = choose_format(status.model_name, current, model_format)
+            metadata = model_metadata(
+                status.model_name, status.dataloader_name, self._model_params, status.accepted_rounds, ""
+            )
+            metadata[WEIGHTS_SHA256_KEY] = status.weights_sha256
+            data = write_model_file(current, chosen, metadata)
+        return ModelFile(
+            format=chosen,
+            data=data,
+            model_name=status.model_name,
+            dataloader_name=status.dataloader_name,
+            weights_sha256=status.weights_sha256,
+            accepted_rounds=status.accepted_rounds,
+        )
 
     def current_weights(self) -> EncodedWeights:
         """The current weights, with no proposal id: sending them elsewhere is a plain SetWeights."""

@@ -19,6 +19,7 @@ import grpc
 
 from colearn_contract import CONTRACT, __version__, criteria
 from colearn_contract.json_limits import shown
+from colearn_contract.model_stream import iter_model_parts, wire_name
 from colearn_contract.parameters import ParametersError, json_from_struct, to_struct
 from colearn_contract.v1 import learner_pb2 as pb
 from colearn_contract.v1 import learner_pb2_grpc as pb_grpc
@@ -33,6 +34,7 @@ from colearn_contract.weight_stream import (
 from colearn_learner.errors import InvalidParametersError, LearnerBusyError, StatusError
 from colearn_learner.factory import MliFactory
 from colearn_learner.metrics import LearnerMetrics
+from colearn_learner.model_files import REQUESTABLE
 from colearn_learner.model_host import LearnerStatus, ModelHost
 from colearn_learner.stream_deadline import within_deadline
 
@@ -202,6 +204,18 @@ class LearnerServicer(pb_grpc.LearnerServicer):
         )
         return pb.MLSetupResponse(unchanged=result.unchanged, weights_sha256=result.weights_sha256)
 
+    @contextlib.contextmanager
+    def _send_deadline(self, context: grpc.ServicerContext) -> Iterator[None]:
+        # A client that stops reading blocks the send (HTTP/2 flow control) and would keep this call's
+        # model slot; past the stream deadline the call is cancelled, which ends the send and frees it.
+        watchdog = threading.Timer(self._stream_timeout_seconds, context.cancel)
+        watchdog.daemon = True
+        watchdog.start()
+        try:
+            yield
+        finally:
+            watchdog.cancel()
+
     def _send(
         self,
         weights: EncodedWeights,
@@ -209,21 +223,14 @@ class LearnerServicer(pb_grpc.LearnerServicer):
         method: str,
         context: grpc.ServicerContext,
     ) -> Iterator[WeightsMessage]:
-        # A client that stops reading blocks the send (HTTP/2 flow control) and would keep this call's
-        # model slot; past the stream deadline the call is cancelled, which ends the send and frees it.
-        watchdog = threading.Timer(self._stream_timeout_seconds, context.cancel)
-        watchdog.daemon = True
-        watchdog.start()
         counter = self._metrics.weight_bytes.labels("out", method)
-        try:
+        with self._send_deadline(context):
             sent = 0
             for part in iter_parts(weights, self._part_bytes, message=message):
                 yield part
                 chunk = min(self._part_bytes, weights.size - sent)  # reading part.data would copy it
                 sent += chunk
                 counter.inc(chunk)
-        finally:
-            watchdog.cancel()
 
     def _receive(self, messages: Iterator[WeightsMessage], method: str) -> EncodedWeights:
         self._host.require_ready()
@@ -286,6 +293,25 @@ class LearnerServicer(pb_grpc.LearnerServicer):
         yield from self._send(
             self._host.current_weights(), pb.GetCurrentWeightsResponse, "GetCurrentWeights", context
         )
+
+    @_guarded
+    @_model_call
+    def GetCurrentModel(
+        self, request: pb.GetCurrentModelRequest, context: grpc.ServicerContext
+    ) -> Iterator[pb.GetCurrentModelResponse]:
+        if request.format not in REQUESTABLE:
+            valid = ", ".join(wire_name(f) for f in REQUESTABLE)
+            raise InvalidParametersError(f"unknown format {request.format}; valid: {valid}")
+        model_file = self._host.current_model_file(request.format)
+        counter = self._metrics.weight_bytes.labels("out", "GetCurrentModel")
+        size = len(memoryview(model_file.data).cast("B"))
+        with self._send_deadline(context):
+            sent = 0
+            for message in iter_model_parts(model_file, self._part_bytes):
+                yield message
+                chunk = min(self._part_bytes, size - sent)  # reading message.data would copy it
+                sent += chunk
+                counter.inc(chunk)
 
     @_guarded
     def GetStatus(self, request: pb.GetStatusRequest, context: grpc.ServicerContext) -> pb.GetStatusResponse:

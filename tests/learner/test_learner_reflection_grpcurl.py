@@ -50,6 +50,7 @@ def test_list_methods_of_the_learner(learner: Learner) -> None:
         "AcceptProposal",
         "GetCurrentWeights",
         "GetStatus",
+        "GetCurrentModel",
     }
 
 
@@ -64,6 +65,8 @@ def test_describe_the_learner_service(learner: Learner) -> None:
         "SetWeights ( stream .colearn.v1.SetWeightsRequest ) returns ( .colearn.v1.SetWeightsResponse )",
         "GetCurrentWeights ( .colearn.v1.GetCurrentWeightsRequest ) returns "
         "( stream .colearn.v1.GetCurrentWeightsResponse )",
+        "GetCurrentModel ( .colearn.v1.GetCurrentModelRequest ) returns "
+        "( stream .colearn.v1.GetCurrentModelResponse )",
     ):
         assert f"rpc {rpc}" in result.stdout
 
@@ -130,6 +133,8 @@ def test_describe_the_enums(learner: Learner) -> None:
     encoding = grpcurl(learner, "describe", "colearn.v1.WeightsEncoding")
     assert "WEIGHTS_ENCODING_UNSPECIFIED = 0;" in encoding.stdout
     assert "WEIGHTS_ENCODING_SAFETENSORS = 1;" in encoding.stdout
+    formats = grpcurl(learner, "describe", "colearn.v1.ModelFormat")
+    assert "MODEL_FORMAT_UNSPECIFIED = 0;" in formats.stdout and "MODEL_FORMAT_KERAS = 1;" in formats.stdout
     criterion = grpcurl(learner, "describe", "colearn.v1.Criterion")
     assert "CRITERION_UNSPECIFIED = 0;" in criterion.stdout and "CRITERION_ACCURACY = 1;" in criterion.stdout
 

@@ -20,6 +20,12 @@ class Criterion(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     CRITERION_CATEGORICAL_ACCURACY: _ClassVar[Criterion]
     CRITERION_AUC: _ClassVar[Criterion]
     CRITERION_NEGATIVE_LOSS: _ClassVar[Criterion]
+
+class ModelFormat(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    MODEL_FORMAT_UNSPECIFIED: _ClassVar[ModelFormat]
+    MODEL_FORMAT_KERAS: _ClassVar[ModelFormat]
+    MODEL_FORMAT_SAFETENSORS: _ClassVar[ModelFormat]
 WEIGHTS_ENCODING_UNSPECIFIED: WeightsEncoding
 WEIGHTS_ENCODING_SAFETENSORS: WeightsEncoding
 CRITERION_UNSPECIFIED: Criterion
@@ -27,6 +33,9 @@ CRITERION_ACCURACY: Criterion
 CRITERION_CATEGORICAL_ACCURACY: Criterion
 CRITERION_AUC: Criterion
 CRITERION_NEGATIVE_LOSS: Criterion
+MODEL_FORMAT_UNSPECIFIED: ModelFormat
+MODEL_FORMAT_KERAS: ModelFormat
+MODEL_FORMAT_SAFETENSORS: ModelFormat
 
 class QueryVersionRequest(_message.Message):
     __slots__ = ()
@@ -205,3 +214,37 @@ class GetStatusResponse(_message.Message):
     busy: bool
     criterion: Criterion
     def __init__(self, ready: _Optional[bool] = ..., model_name: _Optional[str] = ..., dataloader_name: _Optional[str] = ..., accepted_rounds: _Optional[int] = ..., weights_sha256: _Optional[str] = ..., vote_score: _Optional[float] = ..., test_score: _Optional[float] = ..., busy: _Optional[bool] = ..., criterion: _Optional[_Union[Criterion, str]] = ...) -> None: ...
+
+class GetCurrentModelRequest(_message.Message):
+    __slots__ = ("format",)
+    FORMAT_FIELD_NUMBER: _ClassVar[int]
+    format: ModelFormat
+    def __init__(self, format: _Optional[_Union[ModelFormat, str]] = ...) -> None: ...
+
+class ModelFileHeader(_message.Message):
+    __slots__ = ("format", "sha256", "model_name", "dataloader_name", "weights_sha256", "accepted_rounds")
+    FORMAT_FIELD_NUMBER: _ClassVar[int]
+    SHA256_FIELD_NUMBER: _ClassVar[int]
+    MODEL_NAME_FIELD_NUMBER: _ClassVar[int]
+    DATALOADER_NAME_FIELD_NUMBER: _ClassVar[int]
+    WEIGHTS_SHA256_FIELD_NUMBER: _ClassVar[int]
+    ACCEPTED_ROUNDS_FIELD_NUMBER: _ClassVar[int]
+    format: ModelFormat
+    sha256: str
+    model_name: str
+    dataloader_name: str
+    weights_sha256: str
+    accepted_rounds: int
+    def __init__(self, format: _Optional[_Union[ModelFormat, str]] = ..., sha256: _Optional[str] = ..., model_name: _Optional[str] = ..., dataloader_name: _Optional[str] = ..., weights_sha256: _Optional[str] = ..., accepted_rounds: _Optional[int] = ...) -> None: ...
+
+class GetCurrentModelResponse(_message.Message):
+    __slots__ = ("header", "offset", "total_bytes", "data")
+    HEADER_FIELD_NUMBER: _ClassVar[int]
+    OFFSET_FIELD_NUMBER: _ClassVar[int]
+    TOTAL_BYTES_FIELD_NUMBER: _ClassVar[int]
+    DATA_FIELD_NUMBER: _ClassVar[int]
+    header: ModelFileHeader
+    offset: int
+    total_bytes: int
+    data: bytes
+    def __init__(self, header: _Optional[_Union[ModelFileHeader, _Mapping]] = ..., offset: _Optional[int] = ..., total_bytes: _Optional[int] = ..., data: _Optional[bytes] = ...) -> None: ...

@@ -79,6 +79,11 @@ class LearnerStub:
                 request_serializer=colearn__contract_dot_v1_dot_learner__pb2.GetStatusRequest.SerializeToString,
                 response_deserializer=colearn__contract_dot_v1_dot_learner__pb2.GetStatusResponse.FromString,
                 _registered_method=True)
+        self.GetCurrentModel = channel.unary_stream(
+                '/colearn.v1.Learner/GetCurrentModel',
+                request_serializer=colearn__contract_dot_v1_dot_learner__pb2.GetCurrentModelRequest.SerializeToString,
+                response_deserializer=colearn__contract_dot_v1_dot_learner__pb2.GetCurrentModelResponse.FromString,
+                _registered_method=True)
 
 
 class LearnerServicer:
@@ -153,6 +158,19 @@ class LearnerServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetCurrentModel(self, request, context):
+        """The current model as one framework-native file, streamed in parts: a
+        `.keras` zip, or a safetensors file of named tensors (a torch state_dict,
+        a scikit-learn estimator's fitted arrays). Never a pickle. Waits for a
+        running training step, so that the file holds the current weights.
+        FAILED_PRECONDITION before MLSetup, and for a format the model lacks (the
+        message names the formats it has); INVALID_ARGUMENT for a format this
+        contract does not know.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_LearnerServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -200,6 +218,11 @@ def add_LearnerServicer_to_server(servicer, server):
                     servicer.GetStatus,
                     request_deserializer=colearn__contract_dot_v1_dot_learner__pb2.GetStatusRequest.FromString,
                     response_serializer=colearn__contract_dot_v1_dot_learner__pb2.GetStatusResponse.SerializeToString,
+            ),
+            'GetCurrentModel': grpc.unary_stream_rpc_method_handler(
+                    servicer.GetCurrentModel,
+                    request_deserializer=colearn__contract_dot_v1_dot_learner__pb2.GetCurrentModelRequest.FromString,
+                    response_serializer=colearn__contract_dot_v1_dot_learner__pb2.GetCurrentModelResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -445,6 +468,33 @@ class Learner:
             '/colearn.v1.Learner/GetStatus',
             colearn__contract_dot_v1_dot_learner__pb2.GetStatusRequest.SerializeToString,
             colearn__contract_dot_v1_dot_learner__pb2.GetStatusResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetCurrentModel(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/colearn.v1.Learner/GetCurrentModel',
+            colearn__contract_dot_v1_dot_learner__pb2.GetCurrentModelRequest.SerializeToString,
+            colearn__contract_dot_v1_dot_learner__pb2.GetCurrentModelResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -17,16 +17,22 @@
 
 from __future__ import annotations
 
+import io
+import json
 import os
+import tempfile
 import threading
+import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Annotated, Any, Protocol
 
 import numpy as np
 from pydantic import Field
 
 from colearn_contract.mli import ColearnModel
+from colearn_learner.model_files import NoModelFileError
 from colearn_learner.models.image_shards import ImageData
 from colearn_learner.models.scored_learner import ScoredLearner
 from colearn_learner.models.shard_files import fixed_subset
@@ -169,10 +175,49 @@ class KerasLearner(ScoredLearner):
         return float(np.mean(predicted == y))
 
     def mli_get_current_model(self) -> ColearnModel:
-        """A separate Keras model holding the current weights; training goes on without touching it."""
-        model = self._build_model(self._keras)
+        """A separate Keras model holding the current weights; training goes on without touching it.
+
+        Built under the build lock: building draws from the process-wide seeded generators, and another
+        learner of this process may be between seeding and building its own network."""
+        with _BUILD_LOCK:
+            model = self._build_model(self._keras)
         model.set_weights(self._get_weights())
         return ColearnModel(model_format="keras", model=model)
+
+
+def keras_file(model: Any) -> bytes:
+    """The model as a ``.keras`` zip (config JSON, metadata JSON, HDF5 weights), as ``model.save`` writes
+    it and ``keras.saving.load_model`` reads it.
+
+    Keras only writes to a path named ``*.keras``, so the zip goes through a temporary folder (under
+    ``TMPDIR``: the learner's root filesystem may be read-only). A model with a ``Lambda`` layer is
+    refused: Keras would store its function as Python bytecode, which is code, not data."""
+    with tempfile.TemporaryDirectory(prefix="colearn-model-") as folder:
+        path = Path(folder) / "model.keras"
+        model.save(path)
+        data = path.read_bytes()
+    with zipfile.ZipFile(io.BytesIO(data)) as archive:
+        config = json.loads(archive.read("config.json"))
+    if _holds_lambda(config):
+        raise NoModelFileError(
+            f"model {model.name} holds a Lambda layer, whose function Keras stores as Python bytecode: "
+            "it has no .keras file that loads without running code; GetCurrentWeights gives its weights"
+        )
+    return data
+
+
+def _holds_lambda(config: Any) -> bool:
+    """Whether a saved model's config names a ``Lambda`` layer anywhere, nested models included."""
+    pending = [config]
+    while pending:
+        item = pending.pop()
+        if isinstance(item, dict):
+            if item.get("class_name") == "Lambda":
+                return True
+            pending.extend(item.values())
+        elif isinstance(item, list):
+            pending.extend(item)
+    return False
 
 
 def image_learner(

@@ -18,7 +18,7 @@ from __future__ import annotations
 import abc
 import copy
 from collections import OrderedDict
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any
 
 import numpy as np
@@ -95,3 +95,20 @@ class TorchLearner(ScoredLearner, abc.ABC):
     def mli_get_current_model(self) -> ColearnModel:
         """A copy of the current network in evaluation mode; training goes on without touching it."""
         return ColearnModel(model_format="pytorch", model=copy.deepcopy(self._model).eval())
+
+
+def state_dict_file(model: Any, metadata: Mapping[str, str]) -> bytes:
+    """The network's ``state_dict`` (buffers included) as a safetensors file: ``safetensors.torch.load_file``
+    and ``load_state_dict`` read it back. ``torch.save`` would write a pickle, which runs code when loaded.
+
+    Each tensor is copied to the CPU on its own: safetensors refuses tensors that share memory (tied
+    weights), and a GPU tensor cannot be written."""
+    import safetensors.torch
+    import torch
+
+    tensors = {}
+    for name, value in model.state_dict().items():
+        if not isinstance(value, torch.Tensor):
+            raise TypeError(f"state_dict entry {name!r} is a {type(value).__name__}, not a tensor")
+        tensors[name] = value.detach().to("cpu", copy=True).contiguous()
+    return safetensors.torch.save(tensors, metadata=dict(metadata))
