@@ -1,4 +1,6 @@
-"""``colearn-backend``: probe a learner, run rounds against a fleet, or run the self-contained demo."""
+"""``colearn-backend``: probe a learner, run an experiment against a fleet, run the self-contained demo, or
+export a learner's model. ``run`` and ``demo`` keep each experiment in a run directory that survives the
+backend (docs/experiments.md); their exit codes are in ``backend_client.run_command``."""
 
 from __future__ import annotations
 
@@ -6,27 +8,29 @@ import argparse
 import json
 import logging
 import os
+import socket
 import sys
 import time
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from backend_client import discovery
 from backend_client.errors import LearnerError
-from backend_client.experiment import RunConfig, run_rounds, set_up_fleet
+from backend_client.experiment import RunConfig
 from backend_client.learner_client import Deadlines, LearnerClient
 from backend_client.local_fleet import LocalFleet
-from backend_client.results import Result, Results
+from backend_client.run_command import EXIT_FAILED, RunRequest, run_experiment
+from colearn_contract import __version__
 from colearn_contract.cli_flags import add_flag, whole_number
 from colearn_contract.memory_reuse import reuse_freed_memory
 from colearn_contract.transport_security import ClientSecurity
 
-console = Console(stderr=True)
+console = Console(stderr=True, soft_wrap=True)  # one line per message, in logs and containers too
+#: The metrics port compose and the Helm chart give the backend.
+METRICS_PORT = 9092
 
 
 def _json_object(text: str) -> dict[str, Any]:
@@ -103,17 +107,32 @@ def _addresses(args: argparse.Namespace) -> list[str]:
         return discovery.explicit(args.learners)
     if args.dns:
         host, _, port = args.dns.rpartition(":")
-        return discovery.dns(host, int(port))
+        if not host or not port.isdigit():
+            raise ValueError(f"--dns takes name:port, e.g. learner:9995, not {args.dns!r}")
+        try:
+            return discovery.dns(host, int(port))
+        except (socket.gaierror, UnicodeError) as exc:
+            raise ValueError(f"cannot resolve the learners' name {host!r} (--dns): {exc}") from None
+    n_learners = 5 if args.n_learners is None else args.n_learners
     if args.statefulset:
-        return discovery.stateful_set(args.statefulset, args.n_learners)
-    return discovery.consecutive_ports(args.n_learners, args.host, args.port)
+        return discovery.stateful_set(args.statefulset, n_learners)
+    return discovery.consecutive_ports(n_learners, args.host, args.port)
 
 
-def _config(args: argparse.Namespace) -> RunConfig:
+def _discovery_given(args: argparse.Namespace) -> bool:
+    explicit = args.learners or args.dns or args.statefulset
+    return bool(explicit) or args.n_learners is not None
+
+
+def _config(args: argparse.Namespace) -> RunConfig | None:
+    if args.model_tag is None and args.dataloader_tag is None:
+        return None
+    if args.model_tag is None or args.dataloader_tag is None:
+        raise ValueError("give both --model_tag and --dataloader_tag")
     return RunConfig(
         model_tag=args.model_tag,
         dataloader_tag=args.dataloader_tag,
-        rounds=args.rounds,
+        rounds=15 if args.rounds is None else args.rounds,
         vote_threshold=args.vote_threshold,
         quorum=args.quorum,
         model_params=args.model_params,
@@ -122,97 +141,116 @@ def _config(args: argparse.Namespace) -> RunConfig:
     )
 
 
-def _describe(result: Result) -> str:
-    mean = result.mean_test_score
-    score = f"mean test {result.criterion or 'score'} {mean:.3f}" if mean is not None else "no scores"
-    if result.round_index is None:
-        return f"initial: {score}"
-    verdict = "void" if result.void else ("accepted" if result.vote else "rejected")
-    return f"round {result.round_index}: learner {result.block_proposer} proposed, {verdict}; {score}"
-
-
-def drive(
-    addresses: Sequence[str],
-    config: RunConfig,
-    out_dir: Path,
-    deadlines: Deadlines,
-    security: ClientSecurity | None = None,
-) -> Results:
-    learners = [
-        LearnerClient(f"learner-{i}", a, deadlines=deadlines, security=security)
-        for i, a in enumerate(addresses)
-    ]
-    try:
-        for learner in learners:
-            learner.start()
-        set_up_fleet(learners, config)
-        columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
-        with Progress(*columns, console=console, transient=False) as progress:
-            task = progress.add_task("rounds", total=config.rounds)
-
-            def on_round(result: Result) -> None:
-                progress.console.print(_describe(result))
-                if result.round_index is not None:
-                    progress.advance(task)
-
-            results = run_rounds(learners, config, out_dir, on_round=on_round)
-    finally:
-        for learner in learners:
-            learner.stop()
-    accepted = sum(1 for r in results.rounds if r.vote)
-    console.print(
-        f"{accepted} of {config.rounds} rounds accepted; results in {out_dir}/results.json and results.png"
+def _request(args: argparse.Namespace, addresses: list[str] | None, out: Path | None) -> RunRequest:
+    return RunRequest(
+        config=_config(args),
+        addresses=addresses,
+        out=out,
+        resume=Path(args.resume) if getattr(args, "resume", None) else None,
+        resume_if_exists=getattr(args, "resume_if_exists", False),
+        rounds=args.rounds,
+        min_learners=args.min_learners,
+        connect_timeout=args.connect_timeout,
+        deadlines=Deadlines(propose=args.round_timeout, test=args.round_timeout),
+        security=_security(args) if hasattr(args, "tls_ca") else None,
+        metrics_port=args.metrics_port if args.command == "run" else 0,
+        metrics_linger=getattr(args, "metrics_linger", 0.0),
     )
-    return results
 
 
-def _deadlines(args: argparse.Namespace) -> Deadlines:
-    return Deadlines(connect=args.connect_timeout, propose=args.round_timeout, test=args.round_timeout)
+def _out(args: argparse.Namespace, n_learners: int) -> Path | None:
+    """``--out``, where ``{learners}`` stands for the fleet's size: a compose fleet scaled to another size
+    is another experiment, and gets a run directory of its own."""
+    return Path(args.out.replace("{learners}", str(n_learners))) if args.out else None
 
 
 def run(args: argparse.Namespace) -> int:
-    drive(_addresses(args), _config(args), Path(args.out), _deadlines(args), _security(args))
-    return 0
+    if args.resume and (args.out or args.resume_if_exists):
+        raise ValueError("--resume RUN_DIR takes the run's own directory: leave out --out")
+    addresses = _addresses(args) if _discovery_given(args) or not args.resume else None
+    out = _out(args, len(addresses)) if addresses else None
+    return run_experiment(_request(args, addresses, out), console)
 
 
 def demo(args: argparse.Namespace) -> int:
-    out = Path(args.out or f"runs/demo-{time.strftime('%Y%m%d-%H%M%S')}")
-    console.print(
-        f"starting {args.n_learners} learners on 127.0.0.1:{args.port}..{args.port + args.n_learners - 1}"
-    )
-    with LocalFleet(args.n_learners, args.port, args.metrics_port, log_dir=out) as fleet:
-        drive(fleet.addresses, _config(args), out, _deadlines(args))
+    n = args.n_learners
+    out = _out(args, n) or Path(f"runs/demo-{time.strftime('%Y%m%d-%H%M%S')}")
+    console.print(f"starting {n} learners on 127.0.0.1:{args.port}..{args.port + n - 1}")
+    with LocalFleet(n, args.port, args.metrics_port, log_dir=out) as fleet:
+        return run_experiment(_request(args, fleet.addresses, out), console)
+
+
+def export(args: argparse.Namespace) -> int:
+    """``colearn-backend export``: a learner's current model, or a learner checkpoint's, as a file."""
+    from backend_client.model_export import export_from_checkpoint, export_from_learner
+
+    out = Path(args.out)
+    if args.checkpoint:
+        if args.native:
+            raise ValueError("--native needs --learner: a checkpoint holds weights, not a framework's model")
+        written = export_from_checkpoint(Path(args.checkpoint), out, force=args.force)
+    else:
+        deadlines = Deadlines(connect=args.connect_timeout)
+        written = export_from_learner(
+            args.learner, out, security=_security(args), native=args.native, force=args.force,
+            deadlines=deadlines,
+        )  # fmt: skip
+    print(f"wrote {written}")
     return 0
 
 
 def _add_run_flags(p: argparse.ArgumentParser, *, demo: bool) -> None:
-    add_flag(
-        p, "model_tag", default="SKLEARN_DIGITS" if demo else None, required=not demo, help="model to train"
-    )
-    add_flag(
-        p, "dataloader_tag", default="DIGITS" if demo else None, required=not demo, help="dataloader to use"
-    )
+    model, loader, rounds = ("SKLEARN_DIGITS", "DIGITS", 10) if demo else (None, None, 15)
+    default_out = "runs/demo-<date>-<time>" if demo else "runs/<date>-<time>"
+    needed = "" if demo else " (a new run needs it; a resumed run keeps its own)"
+    add_flag(p, "model_tag", default=model, help=f"model to train{needed}")
+    add_flag(p, "dataloader_tag", default=loader, help=f"dataloader to use{needed}")
     add_flag(p, "model_params", type=_json_object, default={}, help="model parameters, a JSON object")
     add_flag(
         p, "dataloader_params", type=_json_object, default={}, help="dataloader parameters, a JSON object"
     )
     add_flag(p, "data_locations", help="one data folder, or one per learner, comma-separated")
+    rounds_help = "rounds of the run" + ("" if demo else " (default 15; a resumed run keeps its own)")
     p.add_argument("--rounds", "--n_rounds", "--n-rounds", dest="rounds", type=_count,
-                   default=10 if demo else 15, help="rounds to run")  # fmt: skip
+                   default=rounds if demo else None, help=rounds_help)  # fmt: skip
     add_flag(p, "vote_threshold", type=_threshold, default=0.5, help="share of voters that must approve")
     add_flag(p, "quorum", type=_count, default=0, help="voters that must answer for a round to count")
-    add_flag(p, "connect_timeout", type=float, default=30.0, help="seconds to wait for each learner")
+    add_flag(p, "min_learners", type=_positive, default=None,
+             help="start once this many learners answer; the others join later (default: all)")  # fmt: skip
+    add_flag(p, "connect_timeout", type=float, default=30.0, help="seconds to wait for the learners")
     add_flag(p, "round_timeout", type=float, default=600.0, help="deadline of a propose or test call")
-    add_flag(p, "n_learners", type=_positive, default=5, help="how many learners (default 5)")
-    add_flag(p, "port", type=int, default=9995, help="first learner port (default 9995)")
-    add_flag(
-        p, "out", default=None if demo else "runs/latest", help="folder for results.json and results.png"
-    )
+    add_flag(p, "n_learners", type=_positive, default=5 if demo else None,
+             help="how many learners" + ("" if demo else " (default 5)"))  # fmt: skip
+    add_flag(p, "port", type=int, default=9995, help="first learner port")
+    add_flag(p, "out", default=None, help=f"the run directory (default {default_out}); {{learners}} in it "
+             "becomes the fleet's size")  # fmt: skip
+    if demo:  # the tutorial's --metrics_port: the learners' first metrics port
+        add_flag(
+            p, "metrics_port", type=int, default=0, help="first metrics port of the local learners; 0: off"
+        )
+        return
+    add_flag(p, "metrics_port", type=int, default=0,
+             help=f"serve the backend's Prometheus metrics on this port; 0 turns them off ({METRICS_PORT} "
+             "in compose and Helm)")  # fmt: skip
+    add_flag(p, "metrics_linger", type=float, default=10.0,
+             help="seconds the metrics stay up after the run, so that the last round is scraped")  # fmt: skip
+
+
+class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Defaults in every flag's help, as ``(default: ...)``, except where there is none to show."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        if action.default is None or action.default is False or action.default == {}:
+            return action.help
+        return super()._get_help_string(action)
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="colearn-backend", description=__doc__)
-    common = argparse.ArgumentParser(add_help=False)
+    version = argparse.ArgumentParser(add_help=False)
+    version.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    common = argparse.ArgumentParser(add_help=False, parents=[version])
     add_flag(
         common, "log_level", default="WARNING", choices=["DEBUG", "INFO", "WARNING", "ERROR"], type=str.upper
     )
@@ -230,7 +268,13 @@ def build_parser() -> argparse.ArgumentParser:
     add_flag(secure, "auth_token", default=os.environ.get("COLEARN_AUTH_TOKEN"),
              help="bearer token the learners require; prefer the COLEARN_AUTH_TOKEN variable")  # fmt: skip
     commands = parser.add_subparsers(dest="command", required=True)
-    p = commands.add_parser("probe", help="show what a learner serves", parents=[common, secure])
+
+    def command(name: str, help_text: str, *parents: argparse.ArgumentParser) -> argparse.ArgumentParser:
+        return commands.add_parser(
+            name, help=help_text, parents=list(parents), formatter_class=_HelpFormatter
+        )
+
+    p = command("probe", "show what a learner serves", common, secure)
     p.add_argument("address", nargs="?", metavar="HOST:PORT", help="the learner (default 127.0.0.1:9995)")
     p.add_argument(
         "--address", dest="address_flag", metavar="HOST:PORT", default=None, help="the same, as a flag"
@@ -238,19 +282,30 @@ def build_parser() -> argparse.ArgumentParser:
     add_flag(p, "timeout", type=float, default=5.0, help="seconds to wait for the learner")
     add_flag(p, "json", action="store_true", help="print JSON instead of tables")
     p.set_defaults(func=probe)
-    p = commands.add_parser("run", help="run rounds against a fleet", parents=[common, secure])
+    p = command("run", "run an experiment against a fleet, or resume one", common, secure)
     _add_run_flags(p, demo=False)
+    add_flag(p, "resume", metavar="RUN_DIR", help="resume the run in RUN_DIR (its journal holds the rest)")
+    add_flag(p, "resume_if_exists", action="store_true",
+             help="with --out: resume the run there if there is one, else start it (containers)")  # fmt: skip
     add_flag(p, "learners", help="learner addresses, host:port,host:port,...")
     add_flag(p, "dns", help="a name:port whose every address is a learner (compose --scale)")
     add_flag(p, "statefulset", help="a pattern such as learner-{i}.learners:9995, with --n_learners")
     add_flag(p, "host", default="127.0.0.1", help="with --n_learners: the host of consecutive ports")
     p.set_defaults(func=run)
-    p = commands.add_parser(
-        "demo", help="start local learners on embedded DIGITS and run rounds", parents=[common]
-    )
+    p = command("demo", "start local learners on embedded DIGITS and run an experiment", common)
     _add_run_flags(p, demo=True)
-    add_flag(p, "metrics_port", type=int, default=0, help="first metrics port; 0 turns metrics off")
     p.set_defaults(func=demo)
+    p = command("export", "write a learner's model, or a checkpoint's, to a file", common, secure)
+    source = p.add_mutually_exclusive_group(required=True)
+    source.add_argument("--learner", metavar="HOST:PORT", help="the learner whose current model to write")
+    source.add_argument("--checkpoint", metavar="FILE", help="a learner checkpoint (COLEARN_CHECKPOINT_DIR)")
+    p.add_argument("--out", metavar="FILE", required=True, help="the file to write (.safetensors or .keras)")
+    p.add_argument(
+        "--native", action="store_true", help="the framework's own file, from the learner: .keras, state_dict"
+    )
+    p.add_argument("--force", action="store_true", help="replace --out if it exists")
+    add_flag(p, "connect_timeout", type=float, default=10.0, help="seconds to wait for the learner")
+    p.set_defaults(func=export)
     return parser
 
 
@@ -261,8 +316,11 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.func(args)
     except (LearnerError, ValueError, RuntimeError, TimeoutError, OSError) as exc:
-        console.print(f"[red]colearn-backend: {exc}[/red]")
-        return 1
+        console.print(f"[red]colearn-backend: {exc}[/red]", soft_wrap=True)
+        return EXIT_FAILED
+    except KeyboardInterrupt:  # before a run installed its own handling (while connecting)
+        console.print("colearn-backend: interrupted", soft_wrap=True)
+        return 130
 
 
 if __name__ == "__main__":

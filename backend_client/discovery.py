@@ -35,4 +35,9 @@ def stateful_set(pattern: str, replicas: int) -> list[str]:
         raise ValueError(
             "a StatefulSet pattern needs {i} where the ordinal goes, e.g. learner-{i}.learners:9995"
         )
-    return [pattern.format(i=i) for i in range(replicas)]
+    try:
+        return [pattern.format(i=i) for i in range(replicas)]
+    except (KeyError, IndexError, ValueError) as exc:
+        raise ValueError(
+            f"a StatefulSet pattern may hold only {{i}} in braces, not {pattern!r}: {exc}"
+        ) from None

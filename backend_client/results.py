@@ -9,6 +9,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from colearn_contract.atomic_files import write_atomically
+
 # One outcome per learner per round.
 PROPOSER, APPROVE, REJECT, NONE, ABSENT = "proposer", "approve", "reject", "none", "absent"
 OUTCOMES = (PROPOSER, APPROVE, REJECT, NONE, ABSENT)
@@ -35,6 +37,11 @@ class Result:
     base_sha256: str = ""
     resynced: list[int] = field(default_factory=list)
     proposal_sha256: str = ""
+    # The mean test score of the weights the fleet holds after this round: the proposal's when it was
+    # accepted, the previous round's otherwise. ``mean_test_score`` is the proposal's, accepted or not.
+    fleet_test_score: float | None = None
+    # True for a round whose accept was under way when the backend stopped, completed when it resumed.
+    recovered: bool = False
 
     @property
     def approvals(self) -> int:
@@ -46,13 +53,15 @@ class Result:
         return sum(scores) / len(scores) if scores else None
 
     def to_dict(self) -> dict[str, Any]:
+        """Plain JSON values: a NaN or infinite score becomes null, numpy scalars Python ones."""
         data = dataclasses.asdict(self)
         data["errors"] = {str(k): v for k, v in self.errors.items()}
-        return data
+        return _json_safe(data)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Result:
-        data = dict(data)
+        known = {f.name for f in dataclasses.fields(cls)}
+        data = {k: v for k, v in data.items() if k in known}
         data["errors"] = {int(k): v for k, v in data.get("errors", {}).items()}
         return cls(**data)
 
@@ -68,11 +77,10 @@ class Results:
         return [r for r in self.data if r.round_index is not None]
 
     def save(self, path: Path, **run_info: Any) -> None:
-        document = {"run": run_info, "results": [r.to_dict() for r in self.data]}
+        """Writes ``results.json`` atomically: a reader sees the old file or the new one, whole."""
+        document = {"run": _json_safe(run_info), "results": [r.to_dict() for r in self.data]}
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(path.suffix + ".tmp")
-        tmp.write_text(json.dumps(_json_safe(document), indent=2, allow_nan=False))
-        tmp.replace(path)
+        write_atomically(path, [json.dumps(document, indent=2, allow_nan=False).encode()])
 
     @classmethod
     def load(cls, path: Path) -> Results:

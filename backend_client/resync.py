@@ -20,6 +20,7 @@ on without them, and the next resync tries again.
 from __future__ import annotations
 
 import logging
+import time
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -153,12 +154,28 @@ def resynced_round(
     round_index: int,
     *,
     quorum: int = 0,
+    before_accept: Callable[[Weights, Result], None] | None = None,
 ) -> Result:
-    """Resyncs the fleet, plays one round without the learners left out, and records what it accepted."""
+    """Resyncs the fleet, plays one round without the learners left out, and records what it accepted.
+    ``before_accept`` is ``play_round``'s."""
+    started = time.perf_counter()
     report = fleet.resync(learners)
-    outcome = play_round(learners, vote_threshold, round_index, quorum=quorum, absent=report.absent)
-    result = outcome.result
-    result.base_sha256, result.resynced = report.target_sha256, report.resynced
+    resynced = time.perf_counter() - started
+
+    def resync_facts(result: Result) -> Result:
+        result.base_sha256, result.resynced = report.target_sha256, report.resynced
+        result.timings["resync"] = resynced
+        return result
+
+    def decided(proposal: Weights, result: Result) -> None:
+        if before_accept is not None:
+            before_accept(proposal, resync_facts(result))  # what is recorded now tells the whole round
+
+    outcome = play_round(
+        learners, vote_threshold, round_index, quorum=quorum, absent=report.absent, before_accept=decided
+    )
+    result = resync_facts(outcome.result)
+    result.timings["total"] = result.timings.get("total", 0.0) + resynced
     if outcome.accepted is not None:
         fleet.accepted(outcome.accepted)
     return result

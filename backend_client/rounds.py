@@ -16,10 +16,11 @@ from __future__ import annotations
 import logging
 import math
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from fractions import Fraction
 
+from backend_client import failpoints
 from backend_client.fan_out import fan_out
 from backend_client.results import ABSENT, APPROVE, NONE, PROPOSER, REJECT, Result
 from colearn_contract.mli import MachineLearningInterface, ProposedWeights, Weights
@@ -63,8 +64,12 @@ def play_round(
     *,
     quorum: int = 0,
     absent: Mapping[int, str] | None = None,
+    before_accept: Callable[[Weights, Result], None] | None = None,
 ) -> RoundOutcome:
-    """``collective_learning_round``, also handing back the accepted proposal."""
+    """``collective_learning_round``, also handing back the accepted proposal.
+
+    ``before_accept(proposal, result)`` runs once the round has decided to accept, before any learner is
+    asked to: a run records the decision durably there. If it raises, no learner is asked to accept."""
     absent = dict(absent or {})
     n = len(learners)
     if n == 0:
@@ -97,6 +102,7 @@ def play_round(
     result.outcomes[proposer] = PROPOSER
     result.proposal_sha256 = getattr(proposal.weights, "sha256", "")  # remote proposals carry their digest
     proposed = time.perf_counter()
+    failpoints.die_at("proposed", round_index)
 
     voters = [i for i in range(n) if i != proposer]
     called = [i for i in voters if i not in absent]
@@ -116,12 +122,15 @@ def play_round(
         result.criterion = result.criterion or verdict.criterion
     voted = time.perf_counter()
     result.timings.update(propose=proposed - started, vote=voted - proposed)
+    failpoints.die_at("voted", round_index)
 
     if len(present) < quorum:
         reason = f"only {len(present)} of {len(voters)} voters answered; quorum is {quorum}"
         return RoundOutcome(_void(result, reason, started), None)
     result.vote = result.approvals >= required_approvals(n, vote_threshold)
     if result.vote:
+        if before_accept is not None:
+            before_accept(proposal, result)
         accepted = fan_out(lambda i: learners[i].mli_accept_weights(proposal), [proposer, *present])
         for i, outcome in accepted.items():
             if isinstance(outcome, BaseException):

@@ -138,10 +138,11 @@ def test_model_params_must_be_a_json_object(params: str, capsys: pytest.CaptureF
     assert "model_params" in capsys.readouterr().err
 
 
-def test_run_needs_a_model_and_a_dataloader(capsys: pytest.CaptureFixture[str]) -> None:
-    with pytest.raises(SystemExit):
-        backend_cli.build_parser().parse_args(["run", "--n_learners", "3"])
-    assert "--model_tag" in capsys.readouterr().err
+def test_a_new_run_needs_a_model_and_a_dataloader(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    code = backend_cli.main(["run", "--n_learners", "3", "--out", str(tmp_path / "run")])
+    assert code == 1
+    assert "a new run needs --model_tag and --dataloader_tag (or --resume RUN_DIR)" in capsys.readouterr().err
+    assert not (tmp_path / "run").exists()
 
 
 # -- run -------------------------------------------------------------------------------------------
@@ -188,12 +189,12 @@ def test_run_with_a_model_the_fleet_does_not_serve_fails_clearly(
 ) -> None:
     done = backend(
         "run", "--n_learners", "3", "--port", str(three_learners[0]), "--model_tag", "NO_SUCH_MODEL",
-        "--dataloader_tag", "DIGITS", "--rounds", "1", "--out", str(tmp_path),
+        "--dataloader_tag", "DIGITS", "--rounds", "1", "--out", str(tmp_path / "run"),
     )  # fmt: skip
     assert done.returncode == 1
     assert "NO_SUCH_MODEL" in done.stderr and "SKLEARN_DIGITS" in done.stderr
     assert "Traceback" not in done.stderr
-    assert not (tmp_path / "results.json").exists()
+    assert not (tmp_path / "run").exists()  # a run that never started leaves no directory behind
 
 
 # -- demo and serve-n ------------------------------------------------------------------------------

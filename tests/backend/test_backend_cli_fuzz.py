@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import json
 
-from hypothesis import given, settings
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from backend_client import discovery
-from backend_client.cli import _config, build_parser
+from backend_client.cli import _config, build_parser, main
 
 texts = st.text(alphabet=st.characters(exclude_categories=("Cs",), exclude_characters="\x00"), max_size=16)
 json_texts = st.one_of(
@@ -56,3 +56,40 @@ def test_explicit_addresses_are_host_port_or_refused(text: str) -> None:
     for address in addresses:
         host, _, port = address.rpartition(":")
         assert host and port.isdigit()
+
+
+paths = st.one_of(
+    texts,
+    st.sampled_from(["", "/", "/proc/self/status", "/dev/null", "a" * 300, "runs/../..", "\t", "l-{i}{x}:1"]),
+    st.sampled_from(["{0}", "{i", "}{i}", "{i!z}", "{i:q}"]),
+)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    flag=st.sampled_from(["--resume", "--dns", "--out", "--statefulset"]),
+    value=paths,
+    extra=st.sampled_from([[], ["--min_learners=0"], ["--min_learners=9"], ["--quorum=7"], ["--rounds=-1"]]),
+)
+def test_fuzz_run_refuses_bad_run_directories_and_fleets_with_one_line(
+    flag: str, value: str, extra: list[str], tmp_path_factory, capsys
+) -> None:
+    """Nothing here can reach a learner: every command must end at once with a usage error (2) or one
+    clear line (1), never a traceback, and never leave a run directory behind."""
+    workdir = tmp_path_factory.mktemp("fuzz")
+    fleet = [] if flag in ("--dns", "--statefulset") else ["--learners=127.0.0.1:1,127.0.0.1:2"]
+    argv = ["run", f"{flag}={value}", *fleet, "--connect_timeout=0.2", *extra]
+    if flag != "--resume":
+        argv += ["--model_tag=M", "--dataloader_tag=D"]
+    if flag != "--out":
+        argv.append(f"--out={workdir / 'run'}")
+    try:
+        code = main(argv)
+    except SystemExit as stop:
+        code = stop.code
+    err = capsys.readouterr().err  # each example reads (and so clears) what it printed
+    assert code in (1, 2), (argv, err)
+    assert "Traceback" not in err
+    if code == 1:
+        assert err.startswith("colearn-backend: ") and err.count("\n") == 1, err
+    assert not (workdir / "run").exists()

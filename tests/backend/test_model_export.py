@@ -563,3 +563,48 @@ def test_the_export_command_carries_the_token(
     )
     assert done.returncode == 0, done.stderr
     assert metadata_of(tmp_path / "model.safetensors")[MODEL_KEY] == "SKLEARN_DIGITS"
+
+
+@pytest.mark.parametrize("model", ["SKLEARN_DIGITS", "PYTORCH_DIGITS"])
+def test_a_runs_model_file_scores_what_the_fleet_scored(
+    start_server: Callable[..., GRPCServer], tmp_path: Path, model: str
+) -> None:
+    """The experiment's own model file, written by `colearn-backend run`, in a fresh model of the family."""
+    from backend_client.cli import main
+
+    servers = [start_server() for _ in range(N_LEARNERS)]
+    learners = ",".join(f"127.0.0.1:{s.port}" for s in servers)
+    run = tmp_path / "run"
+    argv = [
+        "run",
+        "--learners",
+        learners,
+        "--model_tag",
+        model,
+        "--dataloader_tag",
+        "DIGITS",
+        "--rounds",
+        "3",
+    ]
+    assert main([*argv, "--out", str(run)]) == 0
+    results = json.loads((run / "results.json").read_text())
+    path = run / "model.safetensors"
+    meta = metadata_of(path)
+    assert meta[MODEL_KEY] == model and meta[ROUND_KEY] == str(results["run"]["accepted_rounds"])
+    assert meta[WEIGHTS_SHA256_KEY] == results["run"]["fleet_sha256"]
+    clients = [LearnerClient(f"learner-{i}", a).start() for i, a in enumerate(learners.split(","))]
+    try:
+        scored = [(i, c.get_status()) for i, c in enumerate(clients)]
+    finally:
+        for client in clients:
+            client.stop()
+    assert {status.weights_sha256 for _, status in scored} == {meta[WEIGHTS_SHA256_KEY]}
+    voters = [(i, status.test_score) for i, status in scored if status.test_score is not None]
+    assert voters, "no learner scored the fleet's weights"
+    for i, fleet_score in voters:
+        verdict = fresh_mli(model, i).mli_test_weights(Weights(load_weights(model, path)))
+        assert verdict.test_score == fleet_score
+    # The fleet's score after the run is what the last accepted proposal scored on its voters.
+    accepted = [r for r in results["results"][1:] if r["vote"]][-1]
+    expected = [s for s in accepted["test_scores"] if s is not None]
+    assert results["results"][-1]["fleet_test_score"] == pytest.approx(sum(expected) / len(expected))

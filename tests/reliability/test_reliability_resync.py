@@ -13,7 +13,8 @@ from pathlib import Path
 import pytest
 
 from backend_client import LearnerClient, collective_learning_round, set_equal_weights
-from backend_client.experiment import RunConfig, run_rounds
+from backend_client.experiment import Experiment, RunConfig
+from backend_client.run_directory import RunDirectory
 from backend_client.results import ABSENT, PROPOSER, Results
 from backend_client.resync import FleetWeights, resynced_round
 from colearn_learner import ExampleMliFactory, GRPCServer, Settings
@@ -150,14 +151,18 @@ def test_a_run_survives_a_learner_that_restarts_between_rounds(fleet: Fleet, tmp
         if result.round_index == 1:
             fleet.replace(1)
 
-    results = run_rounds(fleet.clients, config, tmp_path, on_round=restart_learner_1)
+    run = RunDirectory.create(tmp_path / "run")
+    experiment = Experiment(run, fleet.clients, config, on_round=restart_learner_1)
+    experiment.start(present=range(N))
+    rounds = experiment.play().history.results.rounds
+    experiment.close()
+    run.close()
 
-    rounds = results.rounds
     assert [r.vote for r in rounds] == [True] * 4
     assert [r.resynced for r in rounds] == [[], [], [1], []]
     assert rounds[2].outcomes[1] != ABSENT and rounds[3].base_sha256 == rounds[2].proposal_sha256
     assert set(fleet.digests()) == {rounds[-1].proposal_sha256}
-    saved = Results.load(tmp_path / "results.json").rounds
+    saved = Results.load(tmp_path / "run" / "results.json").rounds
     assert [r.resynced for r in saved] == [[], [], [1], []]
     assert saved[-1].proposal_sha256 == rounds[-1].proposal_sha256
 
