@@ -28,7 +28,9 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any, Literal, Protocol
 
 from backend_client import failpoints, fleet_model
@@ -213,6 +215,10 @@ class Experiment:
         self.fleet = FleetWeights(setup=lambda i: set_up_learner(learners, config, i))
         self.history: RunHistory | None = None
         self._journal: Journal | None = None
+        # Each proposal is written to a staged model file while the voters test it; an accept then only
+        # renames it into place (measured in benchmarks/BENCHMARKS.md, "Durable runs").
+        self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="model-file")
+        self._staged: Future[Path] | None = None
 
     # -- taking up the run --------------------------------------------------------------------------
 
@@ -374,8 +380,10 @@ class Experiment:
             self.config.vote_threshold,
             round_index,
             quorum=self.config.quorum,
+            on_proposal=self._stage,
             before_accept=lambda proposal, decided: self._decide(round_index, proposal, decided),
         )
+        self._discard_staged()
         failpoints.die_at("accepted", round_index)
         assert self.history is not None
         previous = self.history.fleet_test_score
@@ -396,8 +404,25 @@ class Experiment:
         }
         self._append(decided)
         failpoints.die_at("decided", round_index)
-        self._write_model(proposal, rounds=self.history.accepted_rounds + 1)
+        staged, self._staged = self._staged, None
+        if staged is None:  # a caller that did not stage it
+            self._write_model(proposal, rounds=self.history.accepted_rounds + 1)
+        else:
+            fleet_model.commit(staged.result(), self.run.model)
         failpoints.die_at("model_written", round_index)
+
+    def _stage(self, proposal: Weights) -> None:
+        """Starts writing the proposal to a staged model file, while the voters test it."""
+        assert self.history is not None
+        self._discard_staged()
+        metadata = self._metadata(self.history.accepted_rounds + 1)
+        self._staged = self._writer.submit(fleet_model.stage, self.run.model, proposal.weights, metadata)
+
+    def _discard_staged(self) -> None:
+        """A proposal that was not accepted: its staged file goes, once written."""
+        staged, self._staged = self._staged, None
+        if staged is not None:
+            staged.add_done_callback(lambda done: done.exception() or done.result().unlink(missing_ok=True))
 
     def _record(self, result: Result, *, accepted: bool) -> None:
         assert self.history is not None
@@ -456,6 +481,8 @@ class Experiment:
             plot_results(results, self.run.plot, title=title)
 
     def close(self) -> None:
+        self._discard_staged()
+        self._writer.shutdown(wait=True)
         if self._journal is not None:
             self._journal.close()
             self._journal = None

@@ -10,12 +10,11 @@ holds them. Writing is atomic, so the file always holds one complete set of acce
 from __future__ import annotations
 
 import base64
-import json
 import struct
 from collections.abc import Mapping
 from pathlib import Path
 
-from colearn_contract import json_limits
+from colearn_contract import atomic_files, json_limits
 from colearn_contract.serialized_weights import WEIGHTS_SHA256_KEY, SerializedWeights
 from colearn_contract.weight_stream import EncodedWeights
 
@@ -28,11 +27,21 @@ class FleetModelError(ValueError):
 
 
 def write(path: Path, weights: SerializedWeights, metadata: Mapping[str, str]) -> Path:
+    return commit(stage(path, weights, metadata), path)
+
+
+def stage(path: Path, weights: SerializedWeights, metadata: Mapping[str, str]) -> Path:
+    """Writes the model file for ``path`` to a temp file beside it (fsync'd); ``commit`` puts it in place.
+    A run stages each proposal while the voters test it, and commits only an accepted one."""
     buffer = memoryview(weights.buffer()).cast("B")
     (head_len,) = struct.unpack_from("<Q", buffer, 0)
     wire_header = base64.b64encode(bytes(buffer[8 : 8 + head_len])).decode()
-    exact = EncodedWeights(data=buffer, sha256=weights.sha256)
-    return exact.save(path, {**metadata, WIRE_HEADER_KEY: wire_header})
+    chunks = weights.file_chunks({**metadata, WIRE_HEADER_KEY: wire_header}, buffer)
+    return atomic_files.stage(path, chunks)
+
+
+def commit(staged: Path, path: Path) -> Path:
+    return atomic_files.commit(staged, path)
 
 
 def read(path: Path) -> tuple[EncodedWeights, dict[str, str]]:
@@ -50,10 +59,3 @@ def read(path: Path) -> tuple[EncodedWeights, dict[str, str]]:
     if exact.sha256 != sha256:
         raise FleetModelError(f"{path} does not hold the weights it names ({sha256[:12]}): damaged")
     return exact, {str(k): str(v) for k, v in metadata.items() if k != WIRE_HEADER_KEY}
-
-
-def metadata_of(path: Path) -> dict[str, str]:
-    """The file's metadata, without reading its tensors."""
-    with open(path, "rb") as f:
-        (head_len,) = struct.unpack("<Q", f.read(8))
-        return dict(json.loads(f.read(head_len))["__metadata__"])

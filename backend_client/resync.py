@@ -154,10 +154,11 @@ def resynced_round(
     round_index: int,
     *,
     quorum: int = 0,
+    on_proposal: Callable[[Weights], None] | None = None,
     before_accept: Callable[[Weights, Result], None] | None = None,
 ) -> Result:
     """Resyncs the fleet, plays one round without the learners left out, and records what it accepted.
-    ``before_accept`` is ``play_round``'s."""
+    ``on_proposal`` and ``before_accept`` are ``play_round``'s."""
     started = time.perf_counter()
     report = fleet.resync(learners)
     resynced = time.perf_counter() - started
@@ -172,7 +173,13 @@ def resynced_round(
             before_accept(proposal, resync_facts(result))  # what is recorded now tells the whole round
 
     outcome = play_round(
-        learners, vote_threshold, round_index, quorum=quorum, absent=report.absent, before_accept=decided
+        learners,
+        vote_threshold,
+        round_index,
+        quorum=quorum,
+        absent=report.absent,
+        on_proposal=on_proposal,
+        before_accept=decided,
     )
     result = resync_facts(outcome.result)
     result.timings["total"] = result.timings.get("total", 0.0) + resynced

@@ -64,12 +64,15 @@ def play_round(
     *,
     quorum: int = 0,
     absent: Mapping[int, str] | None = None,
+    on_proposal: Callable[[Weights], None] | None = None,
     before_accept: Callable[[Weights, Result], None] | None = None,
 ) -> RoundOutcome:
     """``collective_learning_round``, also handing back the accepted proposal.
 
-    ``before_accept(proposal, result)`` runs once the round has decided to accept, before any learner is
-    asked to: a run records the decision durably there. If it raises, no learner is asked to accept."""
+    ``on_proposal(proposal)`` runs as soon as the proposal is in, before the voters get it: a run starts
+    writing it to disk there, while the voters test it. ``before_accept(proposal, result)`` runs once the
+    round has decided to accept, before any learner is asked to: a run records the decision durably there.
+    If it raises, no learner is asked to accept."""
     absent = dict(absent or {})
     n = len(learners)
     if n == 0:
@@ -103,6 +106,8 @@ def play_round(
     result.proposal_sha256 = getattr(proposal.weights, "sha256", "")  # remote proposals carry their digest
     proposed = time.perf_counter()
     failpoints.die_at("proposed", round_index)
+    if on_proposal is not None:
+        on_proposal(proposal)
 
     voters = [i for i in range(n) if i != proposer]
     called = [i for i in voters if i not in absent]

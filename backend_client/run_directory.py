@@ -22,6 +22,7 @@ import time
 from pathlib import Path
 
 from backend_client.journal import FILE_NAME as JOURNAL_FILE
+from colearn_contract.atomic_files import TEMP_PREFIX, remove_stale_temp_files
 
 MODEL_FILE = "model.safetensors"
 RESULTS_FILE = "results.json"
@@ -52,6 +53,7 @@ class RunDirectory:
     def __init__(self, path: Path, lock_fd: int) -> None:
         self.path = path
         self._lock_fd = lock_fd
+        remove_stale_temp_files(path)  # a staged model file a crash left behind: never read
 
     @property
     def journal(self) -> Path:
@@ -118,7 +120,11 @@ def refuse_existing_run(path: Path) -> None:
     if path.exists() and not path.is_dir():
         raise RunDirectoryError(f"{path} exists and is no directory; choose another --out")
     if path.is_dir():
-        others = sorted(p.name for p in path.iterdir() if p.name not in _ALLOWED_BEFORE_START)
+        others = sorted(
+            p.name
+            for p in path.iterdir()
+            if p.name not in _ALLOWED_BEFORE_START and not p.name.startswith(TEMP_PREFIX)
+        )
         if others:
             shown = ", ".join(others[:3]) + (", ..." if len(others) > 3 else "")
             raise RunDirectoryError(

@@ -26,6 +26,7 @@ SCRIPTS = (
     "bench_scale.py",
     "bench_concurrency_models.py",
     "profile_round_100mb.py",
+    "bench_durable_round.py",
 )
 SCRIPT_TIMEOUT_S = 900
 

@@ -104,9 +104,11 @@ def dashboard_queries(path: Path | str) -> list[str]:
     return queries
 
 
-def query(base_url: str, promql: str, timeout: float = 10.0) -> list[dict[str, Any]]:
-    """Runs an instant query through the HTTP API; raises on a PromQL error (an HTTP 400 included)."""
-    url = f"{base_url.rstrip('/')}/api/v1/query?{urllib.parse.urlencode({'query': promql})}"
+def query(base_url: str, promql: str, timeout: float = 10.0, at: float | None = None) -> list[dict[str, Any]]:
+    """Runs an instant query through the HTTP API, now or at the unix time ``at``; raises on a PromQL error
+    (an HTTP 400 included)."""
+    parameters = {"query": promql, **({"time": f"{at:.3f}"} if at is not None else {})}
+    url = f"{base_url.rstrip('/')}/api/v1/query?{urllib.parse.urlencode(parameters)}"
     try:
         with _NO_PROXY.open(url, timeout=timeout) as response:
             body = json.load(response)
@@ -120,9 +122,9 @@ def query(base_url: str, promql: str, timeout: float = 10.0) -> list[dict[str, A
     return list(data["result"])
 
 
-def query_returns_data(base_url: str, promql: str) -> bool:
-    """Whether an instant query answers with at least one series (or a scalar)."""
-    return bool(query(base_url, promql))
+def query_returns_data(base_url: str, promql: str, at: float | None = None) -> bool:
+    """Whether an instant query (now, or at ``at``) answers with at least one series (or a scalar)."""
+    return bool(query(base_url, promql, at=at))
 
 
 def targets(base_url: str) -> list[dict[str, Any]]:

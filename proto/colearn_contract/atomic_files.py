@@ -25,8 +25,9 @@ def fsync_folder(folder: Path) -> None:
         os.close(fd)
 
 
-def write_atomically(path: Path, chunks: Iterable[bytes | memoryview]) -> Path:
-    """Writes ``chunks`` one after the other as the new content of ``path``."""
+def stage(path: Path, chunks: Iterable[bytes | memoryview]) -> Path:
+    """Writes ``chunks`` to a temp file beside ``path`` and fsyncs it; ``commit`` puts it in place. Staging
+    early lets a caller overlap the write with other work and commit only when it has to."""
     path = Path(path)
     temp = path.with_name(f"{TEMP_PREFIX}{path.name}-{os.getpid()}-{threading.get_ident()}")
     try:
@@ -35,13 +36,23 @@ def write_atomically(path: Path, chunks: Iterable[bytes | memoryview]) -> Path:
                 out.write(chunk)
             out.flush()
             os.fsync(out.fileno())
-        os.replace(temp, path)
     except BaseException:
         with contextlib.suppress(OSError):
             temp.unlink()
         raise
-    fsync_folder(path.parent)
-    return path
+    return temp
+
+
+def commit(temp: Path, path: Path) -> Path:
+    """Renames a staged file over ``path``, durably."""
+    os.replace(temp, path)
+    fsync_folder(Path(path).parent)
+    return Path(path)
+
+
+def write_atomically(path: Path, chunks: Iterable[bytes | memoryview]) -> Path:
+    """Writes ``chunks`` one after the other as the new content of ``path``."""
+    return commit(stage(path, chunks), path)
 
 
 def remove_stale_temp_files(folder: Path) -> None:

@@ -92,9 +92,15 @@ class SerializedWeights(Mapping[str, np.ndarray], abc.ABC):
 
         The tensors keep their names and bytes (bfloat16 ones their dtype); the file's metadata holds the
         layout, the weights' sha256 and ``metadata``."""
-        buffer = self.buffer()
+        return write_atomically(Path(path), self.file_chunks(metadata))
+
+    def file_chunks(
+        self, metadata: Mapping[str, str] | None = None, buffer: bytes | memoryview | None = None
+    ) -> tuple[bytes, memoryview]:
+        """What ``save`` writes: the new header, then the data section of the buffer (a view, no copy).
+        ``buffer`` spares joining a relayed stream again when the caller has it."""
+        buffer = self.buffer() if buffer is None else buffer
         tensors, layout = decode_tensors(buffer)
         relabel = {name: "BF16" for name in bfloat16_names(tensors, layout)}
         meta = {LAYOUT_KEY: layout.to_json(), WEIGHTS_SHA256_KEY: self.sha256, **(metadata or {})}
-        head, data = safetensors_layout.relabelled(buffer, meta, relabel)
-        return write_atomically(Path(path), (head, data))
+        return safetensors_layout.relabelled(buffer, meta, relabel)

@@ -76,11 +76,18 @@ class Fleet:
             return None
         return container
 
-    def fetch_results(self) -> Path:
-        """The backend's /results (compose's default: a named volume), copied out as a user would."""
+    def fetch_results(self, run: str = "latest") -> Path:
+        """A run directory from the backend's /results (compose's default: a named volume), copied out as
+        a user would; ``latest`` is the newest run."""
         target = Path(tempfile.mkdtemp(dir=self.scratch))
         self.engine.docker("cp", f"{self.backend()['Id']}:/results/.", str(target))
-        return target
+        return (target / run).resolve()
+
+    def journal(self, run: str) -> list[dict[str, Any]]:
+        text = self.engine.docker(
+            "exec", self.backend()["Id"], "cat", f"/results/{run}/journal.jsonl", check=False
+        )
+        return [json.loads(line) for line in text.stdout.splitlines() if line.endswith("}")]
 
     def learner_targets(self) -> list[dict[str, Any]]:
         return [t for t in targets(self.prometheus_url) if t["labels"].get("job") == "colearn-learner"]
@@ -194,7 +201,9 @@ def test_backend_runs_the_rounds_on_a_shard_per_learner_and_writes_results(fleet
     logs = fleet.project.run("logs", "--no-color", "backend").stdout
     assert backend["State"]["ExitCode"] == 0, logs
     fleet.seen["backend_started"] = backend["State"]["StartedAt"]
+    fleet.seen["backend_finished"] = backend["State"]["FinishedAt"]
     folder = fleet.fetch_results()
+    assert folder.name == "fleet-of-3"
     results = json.loads((folder / "results.json").read_text())
     assert len(results["run"]["learners"]) == 3
     initial, *rounds = results["results"]
@@ -203,6 +212,9 @@ def test_backend_runs_the_rounds_on_a_shard_per_learner_and_writes_results(fleet
     # Equal weights, different scores: each learner evaluates on its own shard.
     assert len(set(initial["test_scores"])) == 3
     assert (folder / "results.png").stat().st_size > 0
+    assert (folder / "model.safetensors").stat().st_size > 0
+    kinds = [json.loads(line)["kind"] for line in (folder / "journal.jsonl").read_text().splitlines()]
+    assert kinds[:2] == ["run", "start"] and kinds[-1] == "finished" and kinds.count("round") == ROUNDS
 
 
 def test_prometheus_scrapes_every_learner_and_answers_every_dashboard_query(fleet: Fleet) -> None:
@@ -215,25 +227,69 @@ def test_prometheus_scrapes_every_learner_and_answers_every_dashboard_query(flee
     assert len(up) == 3 and all(series["value"][1] == "1" for series in up)
     queries = dashboard_queries(DASHBOARD)
     assert queries
+    # The backend exits when its rounds are done (its metrics stay up a few scrapes longer): the dashboard
+    # is read as it was a moment before the backend's last scrape, as Grafana's time range would show it.
+    finished = _unix_time(fleet.seen["backend_finished"]) - 2.0
+    rounds = 'max(last_over_time(colearn_backend_experiment_accepted_rounds{job="colearn-backend"}[1h]))'
+    wait_for("the backend's rounds in Prometheus", lambda: query(fleet.prometheus_url, rounds), timeout=60)
 
     def missing() -> list[str]:
-        return [q for q in queries if not query_returns_data(fleet.prometheus_url, q)]
+        return [q for q in queries if not query_returns_data(fleet.prometheus_url, q, at=finished)]
 
     wait_for("every dashboard query to return data", lambda: not missing() or None, timeout=180, every=5)
+    played = query(
+        fleet.prometheus_url, 'sum(colearn_backend_rounds_total{job="colearn-backend"})', at=finished
+    )
+    assert float(played[0]["value"][1]) == ROUNDS
 
 
-def test_scaling_to_five_learners_needs_no_config_change(fleet: Fleet) -> None:
+def _unix_time(docker_time: str) -> float:
+    """Docker's RFC 3339 time with nanoseconds, as a unix time."""
+    from datetime import datetime
+
+    seconds, _, fraction = docker_time.rstrip("Z").partition(".")
+    return datetime.fromisoformat(seconds + "+00:00").timestamp() + float(f"0.{fraction or 0}")
+
+
+def test_scaling_to_five_learners_is_a_new_experiment_that_survives_its_backend(fleet: Fleet) -> None:
+    """The scaled fleet's experiment gets a run directory of its own (fleet-of-5). Its backend container
+    is killed (SIGKILL) in the middle of the run and started again: the run resumes where it was and
+    ends with every round once, as one experiment."""
+    rounds = 120
+    fleet.project.variables["FLEET_ROUNDS"] = str(rounds)
     fleet.project.run("up", "--detach", "--no-build", "--scale", "learner=5")
     wait_for("5 healthy learners", lambda: fleet.health("learner") == ["healthy"] * 5, timeout=180)
+
+    def recorded() -> int:
+        return sum(1 for record in fleet.journal("fleet-of-5") if record["kind"] == "round")
+
+    wait_for("a few rounds of the new experiment", lambda: recorded() >= 5, timeout=300, every=0.5)
+    backend_id = fleet.backend()["Id"]
+    fleet.engine.docker("kill", "--signal=KILL", backend_id)
+    killed = wait_for("the killed backend", lambda: fleet.finished_backend(), timeout=60)["State"]
+    assert killed["ExitCode"] == 137
+    assert recorded() < rounds, "the run ended before the kill: raise the round count"
+    fleet.engine.docker("start", backend_id)  # the same container, the same command: --resume_if_exists
     backend = wait_for(
-        "the backend's second run",
-        lambda: fleet.finished_backend(not_started_at=fleet.seen["backend_started"]),
-        timeout=300,
+        "the resumed run to finish",
+        lambda: fleet.finished_backend(not_started_at=killed["StartedAt"]),
+        timeout=600,
     )
-    assert backend["State"]["ExitCode"] == 0, fleet.project.run("logs", "--no-color", "backend").stdout
-    results = json.loads((fleet.fetch_results() / "results.json").read_text())
+    logs = fleet.project.run("logs", "--no-color", "backend").stdout
+    assert backend["State"]["ExitCode"] == 0, logs
+    assert "resuming /results/fleet-of-5 at round" in logs
+    folder = fleet.fetch_results("fleet-of-5")
+    results = json.loads((folder / "results.json").read_text())
     assert len(results["run"]["learners"]) == 5
+    assert [r["round_index"] for r in results["results"]] == [None, *range(rounds)]
     assert len(set(results["results"][0]["test_scores"])) == 5
+    kinds = [json.loads(line)["kind"] for line in (folder / "journal.jsonl").read_text().splitlines()]
+    assert kinds.count("resumed") == 1 and kinds[-1] == "finished"
+    # The first experiment is still there, untouched.
+    assert (
+        json.loads((fleet.fetch_results("fleet-of-3") / "results.json").read_text())["run"]["rounds"]
+        == ROUNDS
+    )
     grpc_ports = fleet.project.published("learner", 9995)
     assert len({port for _, port in grpc_ports}) == 5 and {host for host, _ in grpc_ports} == {"127.0.0.1"}
     wait_for(

@@ -160,13 +160,21 @@ def test_compose_wires_discovery_health_and_monitoring() -> None:
     assert "colearn-learner" in learner["healthcheck"]["test"] and "health" in learner["healthcheck"]["test"]
     assert backend["depends_on"]["learner"]["condition"] == "service_healthy"
     assert "--dns=learner:9995" in backend["command"]
+    # A restarted backend resumes its experiment, and Prometheus finds its metrics on 9092.
+    assert {"--resume_if_exists", "--metrics_port=9092", "--out=/results/fleet-of-{learners}"} <= set(
+        backend["command"]
+    )
     assert any(volume.endswith(":/results:rw") for volume in backend["volumes"])
     assert services["grafana"]["profiles"] == ["grafana"]
     # Prometheus finds the learners by the service's DNS name on the learners' metrics port.
     mounts = {volume.split(":")[1]: volume.split(":")[0] for volume in prometheus["volumes"]}
     scrape = yaml.safe_load((Path(mounts["/etc/prometheus"]) / "prometheus.yml").read_text())
-    sd = [sd for job in scrape["scrape_configs"] for sd in job.get("dns_sd_configs", [])]
-    assert sd and all(entry["names"] == ["learner"] and entry["port"] == 9091 for entry in sd)
+    sd = {
+        entry["names"][0]: entry["port"]
+        for job in scrape["scrape_configs"]
+        for entry in job.get("dns_sd_configs", [])
+    }
+    assert sd == {"learner": 9091, "backend": 9092}
     assert {port.rsplit(":", 1)[1] for port in learner["ports"]} == {"9995/tcp", "9091/tcp"}
     # Grafana reads the dashboards from where the provisioning file says they are.
     binds = [v.split(":") for v in services["grafana"]["volumes"] if v.startswith("/")]

@@ -116,10 +116,11 @@ class Rendered:
         return container
 
     def backend_flags(self) -> dict[str, str]:
-        """``--name=value`` arguments of the backend's ``run`` command, by name."""
+        """``--name=value`` arguments of the backend's ``run`` command, by name (``"true"`` for a bare flag)."""
         args = self.backend["args"]
         assert args[0] == "run", args
-        return dict(arg.removeprefix("--").split("=", 1) for arg in args[1:])
+        flags = (arg.removeprefix("--").partition("=") for arg in args[1:])
+        return {name: value if equals else "true" for name, equals, value in flags}
 
     def learner_env(self) -> dict[str, Any]:
         """Name -> value, or the valueFrom mapping when the value comes from elsewhere."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import re
 import shutil
 import tarfile
 import zipfile
@@ -27,7 +28,7 @@ def test_helm_package_writes_a_versioned_archive(tmp_path: Path) -> None:
     with tarfile.open(archive) as tar:
         members = set(tar.getnames())
         packaged = yaml.safe_load(tar.extractfile("colearn-fleet/Chart.yaml").read())  # type: ignore[union-attr]
-    assert (packaged["version"], packaged["appVersion"]) == ("0.1.0", "0.1.0")
+    assert (packaged["version"], packaged["appVersion"]) == (CHART_YAML["version"], CHART_YAML["appVersion"])
     top = ["Chart.yaml", "values.yaml", "values.schema.json", "README.md", "examples/values-gpu.yaml"]
     for name in [*top, "templates/NOTES.txt", "templates/statefulset.yaml", "files/colearn-fleet.json"]:
         assert f"colearn-fleet/{name}" in members, name
@@ -52,7 +53,7 @@ def test_the_digest_moves_with_a_template_and_not_with_the_version_alone(tmp_pat
     shutil.copytree(CHART, copy)
     before = chart_digest.chart_digest(copy)
     chart_file = copy / "Chart.yaml"
-    chart_file.write_text(chart_file.read_text().replace("version: 0.1.0", "version: 9.9.9"))
+    chart_file.write_text(re.sub(r"(?m)^version:.*$", "version: 9.9.9", chart_file.read_text()))
     assert chart_digest.chart_version(copy) == "9.9.9"
     assert chart_digest.chart_digest(copy) == before  # bumping alone changes nothing
     template = copy / "templates" / "pdb.yaml"
