@@ -23,8 +23,7 @@ from backend_client.experiment import RunConfig
 from backend_client.learner_client import Deadlines, LearnerClient
 from backend_client.local_fleet import LocalFleet
 from backend_client.run_command import EXIT_FAILED, RunRequest, run_experiment
-from colearn_contract import __version__
-from colearn_contract.cli_flags import add_flag, whole_number
+from colearn_contract.cli_flags import add_flag, add_version, whole_number
 from colearn_contract.memory_reuse import reuse_freed_memory
 from colearn_contract.transport_security import ClientSecurity
 
@@ -248,8 +247,7 @@ class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="colearn-backend", description=__doc__)
     version = argparse.ArgumentParser(add_help=False)
-    version.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
-    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    add_version(parser, version)
     common = argparse.ArgumentParser(add_help=False, parents=[version])
     add_flag(
         common, "log_level", default="WARNING", choices=["DEBUG", "INFO", "WARNING", "ERROR"], type=str.upper

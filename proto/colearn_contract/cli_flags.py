@@ -14,6 +14,14 @@ def add_flag(parser: argparse.ArgumentParser, name: str, **kwargs: Any) -> None:
     parser.add_argument(*spellings, dest=name, **kwargs)
 
 
+def add_version(*parsers: argparse.ArgumentParser) -> None:
+    """``--version`` on a command and each of its subcommands: prints the package version and exits."""
+    from colearn_contract import __version__
+
+    for parser in parsers:
+        parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+
+
 def whole_number(low: int, high: int | None = None) -> Callable[[str], int]:
     """An argparse ``type`` for an integer within ``[low, high]``, with an error that names the range."""
 

@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from colearn_contract.cli_flags import add_flag
+from colearn_contract.cli_flags import add_flag, add_version
 
 # Settings that have a flag: (name, type, help). Flags left out keep the value from the environment
 # (COLEARN_*) or the default; serve-n hands every given one on to its children.
@@ -218,12 +218,15 @@ def health(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="colearn-learner", description=__doc__)
+    add_version(parser)
     commands = parser.add_subparsers(dest="command", required=True)
     p = commands.add_parser("serve", help="serve one learner")
     _add_setting_flags(p)
+    add_version(p)
     p.set_defaults(func=serve)
     p = commands.add_parser("serve-n", help="serve N learners on consecutive ports")
     _add_setting_flags(p)
+    add_version(p)
     add_flag(p, "n_learners", type=int, default=5, help="how many learners (default 5)")
     p.set_defaults(func=serve_n)
     p = commands.add_parser("health", help="exit 0 when a learner is SERVING")
@@ -236,6 +239,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_flag(p, "tls_cert", help="PEM client certificate for mTLS (default COLEARN_TLS_CERT under TLS)")
     add_flag(p, "tls_key", help="PEM key of --tls_cert (default COLEARN_TLS_KEY under TLS)")
     add_flag(p, "tls_server_name", help="name to check the learner's certificate against")
+    add_version(p)
     p.set_defaults(func=health)
     return parser
 

@@ -15,7 +15,9 @@ from pathlib import Path
 import psutil
 import pytest
 from conftest import LearnerProcesses, free_port, free_ports
+from wire_kit import venv_tool
 
+import colearn_contract
 from backend_client import cli as backend_cli
 from backend_client.fan_out import fan_out
 from backend_client.local_fleet import wait_until_serving
@@ -260,3 +262,27 @@ def test_serve_n_starts_learners_that_all_stop_on_sigterm(tmp_path: Path) -> Non
         for pid in children:
             if psutil.pid_exists(pid):
                 os.kill(pid, signal.SIGKILL)
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["colearn-backend"], ["colearn-backend", "probe"], ["colearn-backend", "run"],
+        ["colearn-backend", "demo"], ["colearn-backend", "export"], ["colearn-learner"],
+        ["colearn-learner", "serve"], ["colearn-learner", "serve-n"], ["colearn-learner", "health"],
+        ["colearn-data"], ["colearn-data", "split"], ["colearn-data", "fixtures"], ["colearn-data", "list"],
+    ],
+    ids=" ".join,
+)  # fmt: skip
+def test_every_command_tells_its_version(command: list[str]) -> None:
+    done = subprocess.run([venv_tool(command[0]), *command[1:], "--version"], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == f"{' '.join(command)} {colearn_contract.__version__}"
+
+
+def test_run_shows_its_defaults_in_its_help() -> None:
+    text = backend_cli.build_parser().parse_known_args(["run"])[0]  # parses: no required flag is missing
+    assert text.command == "run"
+    done = subprocess.run([venv_tool("colearn-backend"), "run", "--help"], capture_output=True, text=True)
+    assert "(default: 0.5)" in done.stdout and "(default: 600.0)" in done.stdout
+    assert "(default 15; a resumed run keeps its own)" in " ".join(done.stdout.split())

@@ -116,7 +116,7 @@ class Rendered:
         return container
 
     def backend_flags(self) -> dict[str, str]:
-        """``--name=value`` arguments of the backend's ``run`` command, by name (``"true"`` for a bare flag)."""
+        """``--name=value`` arguments of the backend's ``run`` command by name; ``"true"`` for a bare flag."""
         args = self.backend["args"]
         assert args[0] == "run", args
         flags = (arg.removeprefix("--").partition("=") for arg in args[1:])

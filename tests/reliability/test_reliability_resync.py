@@ -14,9 +14,9 @@ import pytest
 
 from backend_client import LearnerClient, collective_learning_round, set_equal_weights
 from backend_client.experiment import Experiment, RunConfig
-from backend_client.run_directory import RunDirectory
 from backend_client.results import ABSENT, PROPOSER, Results
 from backend_client.resync import FleetWeights, resynced_round
+from backend_client.run_directory import RunDirectory
 from colearn_learner import ExampleMliFactory, GRPCServer, Settings
 
 N = 3

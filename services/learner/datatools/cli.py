@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from colearn_contract.cli_flags import add_flag, whole_number
+from colearn_contract.cli_flags import add_flag, add_version, whole_number
 from colearn_learner.datatools import DataToolError, load_data_tools
 
 _positive = whole_number(1)
@@ -29,7 +29,8 @@ def build_parser() -> argparse.ArgumentParser:
     fixtures.add_argument("tag", choices=tags)
     add_flag(fixtures, "out", type=Path, required=True, help="folder to write the files into")
     add_flag(fixtures, "seed", type=_seed, default=0, help="seed of the synthetic data")
-    commands.add_parser("list", help="the tags and the original files each one splits")
+    listing = commands.add_parser("list", help="the tags and the original files each one splits")
+    add_version(parser, split, fixtures, listing)
     return parser
 
 
