@@ -66,7 +66,7 @@ def test_a_stream_that_declares_100_gb_is_refused_at_its_first_part() -> None:
         finally:
             release.set()
         assert code == grpc.StatusCode.INVALID_ARGUMENT, details
-        assert f"total_bytes {100 * GB} exceeds this learner's limit of {4096 * MIB}" in details
+        assert f"total_bytes {100 * GB} exceeds the limit of {4096 * MIB}" in details
         still_serving(learner)
 
 
