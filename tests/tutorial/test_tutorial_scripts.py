@@ -84,3 +84,49 @@ def test_the_tutorial_loop_serves_metrics_where_it_is_asked_to() -> None:
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, env=env)
     assert result.returncode == 0, result.stderr
     assert result.stdout.split() == [str(metrics_port), "True"]
+
+
+SPAWN_AFTER_GRPC = """
+import sys
+from multiprocessing import get_context
+from colearn_learner import ExampleMliFactory, GRPCServer
+from backend_client import ExampleGRPCLearnerClient
+
+if __name__ == "__main__":
+    first = int(sys.argv[1])
+    busy = GRPCServer(mli_factory=ExampleMliFactory(), port=0).start()  # gRPC's threads run from here on
+    probe = ExampleGRPCLearnerClient("probe", f"127.0.0.1:{busy.port}")
+    probe.start()
+    processes = []
+    for i in range(2):
+        server = GRPCServer(mli_factory=ExampleMliFactory(), port=first + i)
+        processes.append(get_context("spawn").Process(target=server.run))
+        processes[-1].start()
+    for i in range(2):
+        client = ExampleGRPCLearnerClient(f"learner {i}", f"127.0.0.1:{first + i}")
+        client.start()
+        print(client.get_status().ready)
+        client.stop()
+    for process in processes:
+        process.terminate()
+        process.join(60)
+    print("exit codes", [process.exitcode for process in processes])
+    probe.stop()
+    busy.stop(grace=0)
+"""
+
+
+def test_a_process_already_running_grpc_starts_learners_with_spawn(tmp_path: Path) -> None:
+    """The README's advice for a process that has used gRPC (a forked copy of it would crash): spawn."""
+    script = tmp_path / "spawn_after_grpc.py"
+    script.write_text(SPAWN_AFTER_GRPC)
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("COLEARN_")}
+    result = subprocess.run(
+        [sys.executable, str(script), str(free_ports(2))],
+        capture_output=True,
+        text=True,
+        timeout=180,
+        env={**clean, "COLEARN_HOST": "127.0.0.1"},
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.split() == ["False", "False", "exit", "codes", "[0,", "0]"]
