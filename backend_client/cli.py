@@ -25,6 +25,7 @@ from backend_client.local_fleet import LocalFleet
 from backend_client.run_command import EXIT_FAILED, RunRequest, run_experiment
 from colearn_contract.cli_flags import add_flag, add_version, whole_number
 from colearn_contract.memory_reuse import reuse_freed_memory
+from colearn_contract.parameters import ParametersError, parse_object
 from colearn_contract.transport_security import ClientSecurity
 
 console = Console(stderr=True, soft_wrap=True)  # one line per message, in logs and containers too
@@ -34,12 +35,9 @@ METRICS_PORT = 9092
 
 def _json_object(text: str) -> dict[str, Any]:
     try:
-        value = json.loads(text)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(f"not valid JSON: {exc}") from None
-    if not isinstance(value, dict):
-        raise argparse.ArgumentTypeError("must be a JSON object")
-    return value
+        return parse_object(text, "parameters")
+    except ParametersError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _threshold(text: str) -> float:

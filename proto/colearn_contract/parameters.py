@@ -30,23 +30,41 @@ class ParametersError(ValueError):
 
 
 def parse_object(text: str, what: str) -> dict[str, Any]:
-    """A JSON object from ``text`` ("" counts as ``{}``), or ``ParametersError`` naming what is wrong."""
+    """A JSON object from ``text`` ("" counts as ``{}``), or ``ParametersError`` naming what is wrong; that
+    includes a whole number beyond 2^53, which a ``Struct`` would carry as a double and deliver changed."""
     try:
         value = json_limits.loads(text or "{}", what)
     except json_limits.JsonLimitError as exc:
         raise ParametersError(str(exc)) from None
     if not isinstance(value, dict):
         raise ParametersError(f"{what} must be a JSON object, not {type(value).__name__}")
+    _check_exact(value, what)
     return value
 
 
 def to_struct(params: Mapping[str, Any], what: str = "parameters") -> struct_pb2.Struct:
     struct = struct_pb2.Struct()
     try:
-        struct.update(json.loads(json.dumps(params, allow_nan=False, default=str)))
+        plain = json.loads(json.dumps(params, allow_nan=False, default=str))
     except (ValueError, TypeError) as exc:
         raise ParametersError(f"{what} cannot travel as JSON: {json_limits.shown(str(exc))}") from None
+    struct.update(plain)
     return struct
+
+
+def _check_exact(value: Any, where: str) -> None:
+    pending = [(value, where)]
+    while pending:
+        value, where = pending.pop()
+        if isinstance(value, dict):
+            pending.extend((item, f"{where}.{key}") for key, item in value.items())
+        elif isinstance(value, list):
+            pending.extend((item, f"{where}[{i}]") for i, item in enumerate(value))
+        elif isinstance(value, int) and not isinstance(value, bool) and abs(value) > _EXACT:
+            raise ParametersError(
+                f"{json_limits.shown(where)} is a whole number beyond 2^53, which travels as a double and "
+                "would arrive changed; pass it as a string"
+            )
 
 
 def struct_from_json(text: str, what: str) -> struct_pb2.Struct:

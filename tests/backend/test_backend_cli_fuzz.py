@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -43,6 +44,28 @@ def test_run_flags_parse_to_a_plan_or_a_usage_error(pairs: list[tuple[str, str]]
     assert isinstance(config.model_params, dict) and isinstance(config.dataloader_params, dict)
     assert all(config.data_locations)
     assert 0 <= config.vote_threshold <= 1 and config.rounds >= 0 and config.quorum >= 0
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        ("[1]", "parameters must be a JSON object, not list"),
+        ('{"a": ' + "[" * 100_000 + "]" * 100_000 + "}", "parameters nests deeper than 64 levels"),
+        ('{"seed": 99999999999999999999}', "parameters.seed is a whole number beyond 2^53"),
+    ],
+)
+def test_parameters_a_learner_would_not_get_intact_are_a_usage_error(
+    value: str, message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    argv = ["run", "--model_tag", "M", "--dataloader_tag", "D", f"--model_params={value}"]
+    try:
+        build_parser().parse_args(argv)
+    except SystemExit as stop:
+        assert stop.code == 2
+    else:
+        raise AssertionError("accepted")
+    last = capsys.readouterr().err.strip().splitlines()[-1]
+    assert last.startswith("colearn-backend run: error: argument --model_params") and message in last
 
 
 @settings(max_examples=300, deadline=None)

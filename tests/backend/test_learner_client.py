@@ -145,6 +145,7 @@ def test_setup_mistakes_name_what_is_valid(learner: LearnerClient) -> None:
         ("[0, 1]", "dataset_loader_parameters must be a JSON object, not list"),
         ("null", "dataset_loader_parameters must be a JSON object, not NoneType"),
         ('{"a": ' + "[" * 100_000 + "]" * 100_000 + "}", "nests deeper than 64 levels"),
+        ('{"seed": 9007199254740993}', r"dataset_loader_parameters\.seed is a whole number beyond 2\^53"),
     ],
 )
 def test_parameters_that_are_no_json_object_never_leave_the_client(

@@ -39,6 +39,13 @@ def test_whole_doubles_become_integers_and_others_stay_doubles() -> None:
     assert type(from_struct(struct)["b"]) is float  # past 2^53 a double is no exact integer
 
 
+@pytest.mark.parametrize("big", [2**53 + 1, -(2**53) - 1, 10**30])
+def test_a_whole_number_a_double_cannot_hold_is_refused_not_changed(big: int) -> None:
+    message = r"model_parameters\.nested\[1\] is a whole number beyond 2\^53"
+    with pytest.raises(ParametersError, match=message):
+        struct_from_json(json.dumps({"nested": [0, big]}), "model_parameters")
+
+
 @pytest.mark.parametrize(
     ("text", "message"),
     [
