@@ -31,7 +31,7 @@ from learner_processes import LearnerProcesses
 from backend_client.learner_client import LearnerClient
 from backend_client.rounds import collective_learning_round
 from colearn_contract.mli import MachineLearningInterface
-from colearn_learner.datatools import load_data_tools
+from colearn_learner.data_cli import data_tools
 from colearn_learner.factory import ExampleMliFactory
 from colearn_learner.weight_adapters import encode_weights
 
@@ -66,7 +66,7 @@ def data_params(family: Family, work: Path) -> list[dict[str, Any]]:
     """Each learner's dataloader parameters: its folder of split fixtures, or its DIGITS shard."""
     if family.dataloader == "DIGITS":
         return [{**family.data_params, "shard": i, "n_shards": N_LEARNERS} for i in range(N_LEARNERS)]
-    tool = load_data_tools()[family.dataloader]
+    tool = data_tools()[family.dataloader]
     source = tool.fixtures(work / "source", 0)
     folders = tool.split(source, N_LEARNERS, work / "learners", 0)
     return [{**family.data_params, "location": str(folder)} for folder in folders]

@@ -18,7 +18,8 @@ from wire_kit import learner_stub, params
 from backend_client.local_fleet import wait_until_serving
 from colearn_contract.v1 import learner_pb2 as pb
 from colearn_contract.v1 import learner_pb2_grpc as pb_grpc
-from colearn_learner import ExampleMliFactory, GRPCServer, Settings
+from colearn_learner import ExampleMliFactory, FactoryRegistry, GRPCServer, Settings
+from colearn_learner.registry import ModelRegistry
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -57,6 +58,15 @@ def digits_setup(
         model_name=model,
         model_parameters=params(**model_params),
     )
+
+
+@pytest.fixture
+def factory_registry(monkeypatch: pytest.MonkeyPatch) -> ModelRegistry:
+    """A fresh default registry for colearn's ``FactoryRegistry`` decorators, for one test: what the test
+    registers is gone afterwards, and no other test's registrations are visible to it."""
+    fresh = ModelRegistry()
+    monkeypatch.setattr(FactoryRegistry, "default", fresh)
+    return fresh
 
 
 @pytest.fixture

@@ -9,11 +9,11 @@ from pathlib import Path
 import torch
 
 from colearn_learner import ExampleMliFactory
-from colearn_learner.datatools import load_data_tools
+from colearn_learner.data_cli import data_tools
 from colearn_learner.weight_adapters import decode_weights, encode_weights
 
 print("torch", torch.__version__, "cuda", torch.cuda.is_available(), torch.cuda.get_device_name(0))
-tools = load_data_tools()
+tools = data_tools()
 factory = ExampleMliFactory()
 work = Path(tempfile.mkdtemp())
 report = {}

@@ -19,7 +19,7 @@ fi
 python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || exit 1
 # The import names map onto the source folders as pyproject's package-dir does.
 mkdir -p /tmp/pkgs
-ln -sfn "$PWD/services/learner" /tmp/pkgs/colearn_learner
+ln -sfn "$PWD/services/colearn_learner" /tmp/pkgs/colearn_learner
 ln -sfn "$PWD/proto/colearn_contract" /tmp/pkgs/colearn_contract
 ln -sfn "$PWD/backend_client" /tmp/pkgs/backend_client
 export PYTHONPATH=/tmp/pkgs:/tmp/site PYTHONUNBUFFERED=1

@@ -243,7 +243,7 @@ def test_a_keras_digits_fleet_exports_a_keras_file_that_predicts_as_the_learner_
         for client in fleet.clients:
             client.stop()
     assert path.name == "model.keras"
-    from colearn_learner.models.keras_support import import_keras, predict_in_batches
+    from colearn_models.support.keras_support import import_keras, predict_in_batches
 
     keras = import_keras()
     model = keras.saving.load_model(path)  # safe_mode: refuses anything that would run code
@@ -254,7 +254,7 @@ def test_a_keras_digits_fleet_exports_a_keras_file_that_predicts_as_the_learner_
 
 def test_a_keras_model_with_a_lambda_layer_has_no_keras_file() -> None:
     from colearn_learner.model_files import NoModelFileError
-    from colearn_learner.models.keras_support import import_keras, keras_file
+    from colearn_models.support.keras_support import import_keras, keras_file
 
     keras = import_keras()
     inputs = keras.Input(shape=(2,))
@@ -349,13 +349,10 @@ class NoModelMli(MachineLearningInterface):
 
 
 @pytest.fixture
-def weights_only_model() -> Iterator[str]:
+def weights_only_model(factory_registry: object) -> str:
     name = "EXPORT_TEST_WEIGHTS_ONLY"
     FactoryRegistry.register_model_architecture(name, ["DIGITS"])(lambda data: NoModelMli())
-    try:
-        yield name
-    finally:
-        FactoryRegistry.model_architectures.pop(name, None)
+    return name
 
 
 def test_a_native_format_the_model_lacks_is_one_clear_refusal(

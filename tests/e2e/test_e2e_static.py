@@ -203,7 +203,7 @@ def test_build_context_holds_the_sources_and_nothing_else(engine: PrivateDockerd
         }
     names = set(members)
     assert {"pyproject.toml", "README.md", "requirements.lock", "learner_image/Dockerfile"} <= names
-    assert "services/learner/server.py" in names and "backend_client/cli.py" in names
+    assert "services/colearn_learner/server.py" in names and "backend_client/cli.py" in names
     for unwanted in (".venv/", ".git/", ".e2e/", "runs/", "tests/", ".pytest_cache/", "deploy/"):
         assert not any(name.startswith(unwanted) for name in names), unwanted
     assert not any("__pycache__" in name for name in names)

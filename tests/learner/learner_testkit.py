@@ -36,7 +36,8 @@ from wire_kit import (  # noqa: F401  (re-exported for the learner tests)
 
 from colearn_contract.mli import MachineLearningInterface, ProposedWeights, Weights
 from colearn_contract.v1 import learner_pb2 as pb
-from colearn_learner import ExampleMliFactory, FactoryRegistry, GRPCServer, Settings
+from colearn_learner import ExampleMliFactory, GRPCServer, Settings
+from colearn_learner.registry import ModelRegistry
 
 
 class Learner:
@@ -49,7 +50,8 @@ class Learner:
             "metrics_port": free_port() if metrics else 0,
             "grace_seconds": 1.0,
         }
-        self.server = GRPCServer(mli_factory=ExampleMliFactory(), settings=Settings(**{**base, **settings}))
+        factory = ExampleMliFactory(registries=[TINY.registry])
+        self.server = GRPCServer(mli_factory=factory, settings=Settings(**{**base, **settings}))
         self.server.start()
         self.address = f"127.0.0.1:{self.server.port}"
         self.channel = grpc.insecure_channel(self.address)
@@ -118,8 +120,9 @@ class TinyMli(MachineLearningInterface):
 
 
 class TinyRegistry:
-    """Registers tiny dataloaders and models for the duration of a test module, then removes them again,
-    so that no other test module sees them in ``QuerySupportedSystem``."""
+    """Tiny dataloaders and models in a registry of their own, which the testkit's learners serve (the
+    process-wide ``FactoryRegistry`` is left alone). Their calls are recorded, and the gated model waits
+    for ``gate``."""
 
     TINY_DATA = "TINY_DATA"
     TINY_FILES = "TINY_FILES"
@@ -132,10 +135,8 @@ class TinyRegistry:
         self.gate = threading.Event()
         self.instances: list[TinyMli] = []
         self.loaded_locations: list[str] = []
-
-    def register(self) -> None:
-        reg = FactoryRegistry
-        instances, gate, loaded = self.instances, self.gate, self.loaded_locations
+        self.registry = reg = ModelRegistry()
+        instances, loaded = self.instances, self.loaded_locations
 
         @reg.register_dataloader(self.TINY_DATA)
         def tiny_data(size: Annotated[int, Field(ge=1, le=64)] = 3) -> int:
@@ -164,23 +165,23 @@ class TinyRegistry:
 
         @reg.register_model_architecture(self.TINY_GATED_MODEL, [self.TINY_DATA])
         def tiny_gated_model(size: int) -> TinyMli:
-            mli = TinyMli({"w": np.zeros(size, np.float32)}, gate=gate)
+            mli = TinyMli({"w": np.zeros(size, np.float32)}, gate=self.gate)
             instances.append(mli)
             return mli
 
-    def unregister(self) -> None:
-        for name in (self.TINY_DATA, self.TINY_FILES):
-            FactoryRegistry.dataloaders.pop(name, None)
-        for name in (self.TINY_MODEL, self.TINY_SCALAR_MODEL, self.TINY_FILE_MODEL, self.TINY_GATED_MODEL):
-            FactoryRegistry.model_architectures.pop(name, None)
+    def reset(self) -> None:
+        self.gate = threading.Event()
+        self.instances.clear()
+        self.loaded_locations.clear()
+
+
+TINY = TinyRegistry()
 
 
 @contextlib.contextmanager
 def tiny_models() -> Iterator[TinyRegistry]:
-    registry = TinyRegistry()
-    registry.register()
+    TINY.reset()
     try:
-        yield registry
+        yield TINY
     finally:
-        registry.gate.set()
-        registry.unregister()
+        TINY.gate.set()

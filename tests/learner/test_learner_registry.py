@@ -33,7 +33,7 @@ class RecordingMli(MachineLearningInterface):
 
 
 @pytest.fixture
-def registered() -> Iterator[dict[str, list]]:
+def registered(factory_registry: object) -> Iterator[dict[str, list]]:
     calls: dict[str, list] = {"loader": [], "model": []}
 
     @FactoryRegistry.register_dataloader("REGTEST_DATA")
@@ -58,9 +58,6 @@ def registered() -> Iterator[dict[str, list]]:
         return RecordingMli(data, {})
 
     yield calls
-    FactoryRegistry.dataloaders.pop("REGTEST_DATA", None)
-    for name in ("REGTEST_MODEL", "REGTEST_OTHER_MODEL"):
-        FactoryRegistry.model_architectures.pop(name, None)
 
 
 def test_factory_lists_defaults_required_parameters_and_compatibilities(registered) -> None:

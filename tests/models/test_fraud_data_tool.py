@@ -13,8 +13,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from colearn_learner.datatools import DataToolError, fraud_csv
-from colearn_learner.models.fraud import prepare_fraud_data
+from colearn_learner.data_tools import DataToolError
+from colearn_models.fraud import data_tool as fraud_csv
+from colearn_models.fraud.models import prepare_fraud_data
 
 TRANSACTIONS = [
     ["TransactionID", "isFraud", "TransactionAmt", "ProductCD", "card1", "M4", "R_emaildomain"],

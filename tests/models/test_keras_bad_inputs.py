@@ -14,8 +14,8 @@ from zoo_kit import grpc_fleet
 
 from backend_client import LearnerError
 from colearn_learner.errors import InvalidParametersError
-from colearn_learner.models.keras_cifar10 import prepare_keras_cifar10_data
-from colearn_learner.models.keras_mnist import prepare_keras_mnist_data
+from colearn_models.keras_cifar10.models import prepare_keras_cifar10_data
+from colearn_models.keras_mnist.models import prepare_keras_mnist_data
 
 LOADERS = {
     "KERAS_MNIST": (prepare_keras_mnist_data, (28, 28, 1)),

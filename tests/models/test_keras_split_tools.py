@@ -15,9 +15,9 @@ import numpy as np
 import pytest
 from zoo_kit import colearn_data
 
-from colearn_learner.datatools import DataToolError
-from colearn_learner.datatools import cifar10_binary as cifar
-from colearn_learner.datatools import mnist_idx as idx
+from colearn_learner.data_tools import DataToolError
+from colearn_models.keras_cifar10 import data_tool as cifar
+from colearn_models.keras_mnist import data_tool as idx
 
 VENV_BIN = Path(sys.executable).parent
 

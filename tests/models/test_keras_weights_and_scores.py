@@ -14,9 +14,9 @@ import pytest
 from colearn_contract.mli import Weights
 from colearn_contract.weights_codec import decode_tensors
 from colearn_learner import ExampleMliFactory
-from colearn_learner.datatools import DATA_TOOLS, load_data_tools
-from colearn_learner.models.keras_support import enable_memory_growth
+from colearn_learner.data_cli import data_tools
 from colearn_learner.weight_adapters import decode_weights, encode_weights
+from colearn_models.support.keras_support import enable_memory_growth
 
 FAST = {"steps_per_epoch": 3, "vote_batches": 1}
 CASES = {
@@ -30,11 +30,11 @@ CASES = {
 @pytest.fixture(scope="module")
 def shards(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """One learner's folder per file-backed dataloader, made by the split tools from their fixtures."""
-    load_data_tools()
+    tools = data_tools()
     work = tmp_path_factory.mktemp("keras-shards")
     folders = {}
     for tag in ("KERAS_MNIST", "KERAS_CIFAR10"):
-        tool = DATA_TOOLS[tag]
+        tool = tools[tag]
         folders[tag] = tool.split(tool.fixtures(work / tag / "source", 0), 2, work / tag / "learners", 0)[0]
     return folders
 

@@ -14,10 +14,13 @@ import numpy as np
 import pytest
 import scipy.io
 
-from colearn_learner.datatools import DataToolError, cli, covid_mat, xray_folders
-from colearn_learner.models.pytorch_covid_xray import prepare_covid_data
-from colearn_learner.models.pytorch_xray import prepare_xray_data
-from colearn_learner.models.xray_images import CLASSES
+from colearn_learner import data_cli as cli
+from colearn_learner.data_tools import DataToolError
+from colearn_models.pytorch_covid_xray import data_tool as covid_mat
+from colearn_models.pytorch_covid_xray.models import prepare_covid_data
+from colearn_models.pytorch_xray import data_tool as xray_folders
+from colearn_models.pytorch_xray.models import prepare_xray_data
+from colearn_models.support.xray_images import CLASSES
 
 
 def digest(path: Path) -> str:

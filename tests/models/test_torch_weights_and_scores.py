@@ -22,9 +22,9 @@ from zoo_kit import split_fixtures
 
 from colearn_contract.weights_codec import decode_tensors
 from colearn_learner import ExampleMliFactory
-from colearn_learner.models import torch_support
-from colearn_learner.models.pytorch_xray import roc_auc
 from colearn_learner.weight_adapters import decode_weights, encode_weights
+from colearn_models.pytorch_xray.models import roc_auc
+from colearn_models.support import torch_support
 
 SMALL = {
     "PYTORCH_XRAY": {"steps_per_epoch": 3, "vote_batches": 1},

@@ -15,8 +15,7 @@ from typing import Any
 
 from backend_client import LearnerClient
 from colearn_contract.mli import MachineLearningInterface
-from colearn_learner import ExampleMliFactory, GRPCServer, Settings
-from colearn_learner.datatools import cli as data_cli
+from colearn_learner import ExampleMliFactory, GRPCServer, Settings, data_cli
 
 N_LEARNERS = 3
 

@@ -6,7 +6,6 @@ Not a test module; the security test modules import it by name (pytest puts this
 
 from __future__ import annotations
 
-import contextlib
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -32,7 +31,8 @@ from colearn_contract.mli import MachineLearningInterface, ProposedWeights, Weig
 from colearn_contract.transport_security import ClientSecurity
 from colearn_contract.v1 import learner_pb2 as pb
 from colearn_contract.v1 import learner_pb2_grpc as pb_grpc
-from colearn_learner import ExampleMliFactory, FactoryRegistry, GRPCServer, Settings
+from colearn_learner import ExampleMliFactory, GRPCServer, Settings
+from colearn_learner.registry import ModelRegistry
 
 SEC_DATA = "SEC_DATA"
 SEC_MODEL = "SEC_MODEL"
@@ -43,7 +43,8 @@ class SecuredLearner:
 
     def __init__(self, **settings: Any) -> None:
         base: dict[str, Any] = {"host": "127.0.0.1", "port": 0, "metrics_port": 0, "grace_seconds": 1.0}
-        self.server = GRPCServer(mli_factory=ExampleMliFactory(), settings=Settings(**{**base, **settings}))
+        factory = ExampleMliFactory(registries=[SIZED])
+        self.server = GRPCServer(mli_factory=factory, settings=Settings(**{**base, **settings}))
         self.server.start()
         self.address = f"127.0.0.1:{self.server.port}"
         self._channels: list[grpc.Channel] = []
@@ -121,23 +122,18 @@ class SizedMli(MachineLearningInterface):
         return Weights({"w": self.w.copy()})
 
 
-@contextlib.contextmanager
-def sized_model() -> Iterator[None]:
-    """Registers ``SEC_MODEL`` on ``SEC_DATA(size)`` for the duration of a test module."""
+#: ``SEC_MODEL`` on ``SEC_DATA(size)``, in a registry of its own that every ``SecuredLearner`` serves.
+SIZED = ModelRegistry()
 
-    @FactoryRegistry.register_dataloader(SEC_DATA)
-    def sec_data(size: int = 16) -> int:
-        return size
 
-    @FactoryRegistry.register_model_architecture(SEC_MODEL, [SEC_DATA])
-    def sec_model(size: int) -> SizedMli:
-        return SizedMli(size)
+@SIZED.register_dataloader(SEC_DATA)
+def sec_data(size: int = 16) -> int:
+    return size
 
-    try:
-        yield
-    finally:
-        FactoryRegistry.dataloaders.pop(SEC_DATA, None)
-        FactoryRegistry.model_architectures.pop(SEC_MODEL, None)
+
+@SIZED.register_model_architecture(SEC_MODEL, [SEC_DATA])
+def sec_model(size: int) -> SizedMli:
+    return SizedMli(size)
 
 
 def sized_setup(size: int = 16) -> pb.MLSetupRequest:

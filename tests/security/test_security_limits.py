@@ -8,7 +8,6 @@ would make the next model call fail with RESOURCE_EXHAUSTED, so "the next call w
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
 
 import grpc
 import pytest
@@ -21,7 +20,6 @@ from security_kit import (
     health_status,
     parts_for,
     rpc_code,
-    sized_model,
     sized_setup,
     stalled_stream,
 )
@@ -29,12 +27,6 @@ from security_kit import (
 from colearn_contract.v1 import learner_pb2 as pb
 
 GB = 10**9
-
-
-@pytest.fixture(scope="module", autouse=True)
-def models() -> Iterator[None]:
-    with sized_model():
-        yield
 
 
 def one_slot_learner(**settings: object) -> SecuredLearner:
