@@ -23,10 +23,10 @@ from backend_client.experiment import RunConfig
 from backend_client.learner_client import Deadlines, LearnerClient
 from backend_client.local_fleet import LocalFleet
 from backend_client.run_command import EXIT_FAILED, RunRequest, run_experiment
-from colearn_contract.cli_flags import add_flag, add_version, whole_number
-from colearn_contract.memory_reuse import reuse_freed_memory
 from colearn_contract.parameters import ParametersError, parse_object
-from colearn_contract.transport_security import ClientSecurity
+from colearn_runtime.cli_flags import add_flag, add_version, whole_number
+from colearn_runtime.memory_reuse import reuse_freed_memory
+from colearn_runtime.transport_security import ClientSecurity
 
 console = Console(stderr=True, soft_wrap=True)  # one line per message, in logs and containers too
 #: The metrics port compose and the Helm chart give the backend.
@@ -307,7 +307,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    reuse_freed_memory(one_heap=True)  # this process relays weight streams; see colearn_contract.memory_reuse
+    reuse_freed_memory(one_heap=True)  # this process relays weight streams; see colearn_runtime.memory_reuse
     logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         return args.func(args)

@@ -7,7 +7,7 @@ tensor name to numpy array, decoded on first access, equal to other weights when
 ``save``-able as a safetensors file (``colearn_contract.serialized_weights``). ``get_current_model``
 fetches the model as a framework-native file (``.keras``, or a safetensors ``state_dict``), as bytes.
 Every call has a deadline; idempotent calls are retried on UNAVAILABLE by gRPC's own retry policy (see
-``colearn_contract.grpc_options``). ``ClientSecurity`` adds TLS (mTLS with a client
+``colearn_runtime.grpc_options``). ``ClientSecurity`` adds TLS (mTLS with a client
 certificate) and the bearer token; a TLS file that cannot be used fails ``start()`` before any connection.
 """
 
@@ -21,17 +21,17 @@ import grpc
 
 from backend_client.errors import LearnerError, LearnerUnavailableError, from_rpc_error
 from colearn_contract import SERVICE_NAME, criteria
-from colearn_contract.grpc_options import channel_options
 from colearn_contract.json_limits import quoted
 from colearn_contract.mli import MachineLearningInterface, ProposedWeights, Weights
 from colearn_contract.model_stream import FORMATS, ModelFile, ModelStreamError, assemble_model_file
 from colearn_contract.parameters import from_struct, struct_from_json
 from colearn_contract.serialized_weights import SerializedWeights
-from colearn_contract.transport_security import ClientSecurity
 from colearn_contract.v1 import learner_pb2 as pb
 from colearn_contract.v1 import learner_pb2_grpc as pb_grpc
 from colearn_contract.weight_relay import RelayedWeights, receive_relayed, wire_parts_of
 from colearn_contract.weight_stream import DEFAULT_PART_BYTES, MIB, WeightsStreamError
+from colearn_runtime.grpc_options import channel_options
+from colearn_runtime.transport_security import ClientSecurity
 
 _T = TypeVar("_T")
 

@@ -38,10 +38,10 @@ from colearn_contract.json_limits import shown
 from colearn_contract.model_file import WEIGHTS_SHA256_KEY, model_metadata
 from colearn_contract.model_stream import SUFFIXES
 from colearn_contract.serialized_weights import SerializedWeights
-from colearn_contract.transport_security import ClientSecurity
 from colearn_contract.v1 import learner_pb2 as pb
 from colearn_contract.weight_stream import EncodedWeights
 from colearn_contract.weights_codec import WeightsCodecError
+from colearn_runtime.transport_security import ClientSecurity
 
 #: The checkpoint format (``colearn_learner.checkpoints``); the backend may not import the learner, so the
 #: names are repeated here, and tests/backend/test_model_export.py holds them to the learner's.

@@ -30,7 +30,7 @@ from backend_client.learner_client import Deadlines, LearnerClient
 from backend_client.results import Result
 from backend_client.run_directory import RunDirectory, default_path
 from backend_client.run_history import RunHistory
-from colearn_contract.transport_security import ClientSecurity
+from colearn_runtime.transport_security import ClientSecurity
 
 EXIT_OK, EXIT_FAILED, EXIT_INTERRUPTED, EXIT_ABORTED = 0, 1, 75, 130
 #: The configuration a resumed run keeps; only the number of rounds may grow.

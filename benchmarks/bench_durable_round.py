@@ -25,7 +25,7 @@ from backend_client.experiment import Experiment, RunConfig
 from backend_client.journal import Journal
 from backend_client.resync import resynced_round
 from backend_client.run_directory import RunDirectory
-from colearn_contract.memory_reuse import reuse_freed_memory
+from colearn_runtime.memory_reuse import reuse_freed_memory
 
 N_LEARNERS = 4
 VOTE_THRESHOLD = 0.5

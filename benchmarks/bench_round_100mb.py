@@ -19,8 +19,8 @@ from learner_processes import LearnerProcesses, toy_clients
 
 from backend_client.learner_client import LearnerClient
 from backend_client.rounds import collective_learning_round
-from colearn_contract.memory_reuse import reuse_freed_memory
 from colearn_contract.mli import Weights
+from colearn_runtime.memory_reuse import reuse_freed_memory
 
 N_LEARNERS = 4
 WEIGHTS_MB = 100.0

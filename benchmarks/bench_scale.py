@@ -44,7 +44,7 @@ from learner_processes import LearnerProcesses, bench_env, toy_clients
 
 from backend_client.learner_client import LearnerClient
 from backend_client.rounds import collective_learning_round
-from colearn_contract.memory_reuse import reuse_freed_memory
+from colearn_runtime.memory_reuse import reuse_freed_memory
 
 MIB = 1024 * 1024
 MB = 1e6

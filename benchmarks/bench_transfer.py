@@ -24,7 +24,7 @@ from figures import emit, log, repetitions_parser, runs_from
 from learner_processes import HOST, LearnerProcesses, bench_env, free_port, probe_serving
 
 from backend_client.learner_client import LearnerClient
-from colearn_contract.memory_reuse import reuse_freed_memory
+from colearn_runtime.memory_reuse import reuse_freed_memory
 
 MIB = 1024 * 1024
 WEIGHTS_MB = 100.0

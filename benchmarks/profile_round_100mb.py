@@ -26,11 +26,11 @@ from toy_learner import ToyLearner
 
 from backend_client.learner_client import LearnerClient
 from backend_client.rounds import collective_learning_round
-from colearn_contract.memory_reuse import reuse_freed_memory
 from colearn_contract.v1 import learner_pb2 as pb
 from colearn_contract.weight_relay import receive_relayed
 from colearn_contract.weight_stream import EncodedWeights, assemble, iter_parts
 from colearn_learner.weight_adapters import decode_weights, encode_weights
+from colearn_runtime.memory_reuse import reuse_freed_memory
 
 WEIGHTS_MB = 100.0
 N_LEARNERS = 4

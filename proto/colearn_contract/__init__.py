@@ -1,8 +1,9 @@
 """The wire contract of the colearn learner fleet.
 
-Everything that both sides of the wire share lives here: the generated gRPC stubs, the weights codec and
-stream framing, and the plain data types of the machine-learning interface. Nothing here imports an ML
-framework, so that the thin backend client can depend on this package alone.
+What both sides of the wire must agree on lives here: the generated gRPC stubs, the plain data types of
+the machine-learning interface, the weights codec and stream framing, the model-file format, and the
+limits every receiver applies. It imports nothing else of the project and no ML framework; what both
+sides merely run alike (channels, TLS, CLI helpers) is ``colearn_runtime``.
 """
 
 from importlib.metadata import PackageNotFoundError, version

@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from colearn_contract.cli_flags import add_flag, add_version
+from colearn_runtime.cli_flags import add_flag, add_version
 
 # Settings that have a flag: (name, type, help). Flags left out keep the value from the environment
 # (COLEARN_*) or the default; serve-n hands every given one on to its children.
@@ -91,9 +91,9 @@ def _load_plugins(modules: list[str]) -> None:
 
 def serve(args: argparse.Namespace) -> int:
     settings = _settings(args)
-    from colearn_contract.memory_reuse import reuse_freed_memory
     from colearn_learner.factory import ExampleMliFactory
     from colearn_learner.server import GRPCServer
+    from colearn_runtime.memory_reuse import reuse_freed_memory
 
     reuse_freed_memory(one_heap=False)  # this process is a learner: it streams weights all its life
 
@@ -179,7 +179,7 @@ def _health_channel(args: argparse.Namespace) -> Any:
     """TLS when a CA is given (``--tls_ca`` or ``COLEARN_TLS_CA``). The client certificate defaults to the
     learner's own (``COLEARN_TLS_CERT``/``COLEARN_TLS_KEY``), so that inside a learner's container a
     HEALTHCHECK can reach its mTLS port; the plaintext health port needs none of this."""
-    from colearn_contract.transport_security import ClientSecurity, TransportSecurityError
+    from colearn_runtime.transport_security import ClientSecurity, TransportSecurityError
 
     ca = args.tls_ca or os.environ.get("COLEARN_TLS_CA") or None
     cert, key = args.tls_cert, args.tls_key

@@ -6,9 +6,9 @@ import argparse
 import sys
 from pathlib import Path
 
-from colearn_contract.cli_flags import add_flag, add_version, whole_number
 from colearn_learner import model_families
 from colearn_learner.data_tools import DataTool, DataToolError
+from colearn_runtime.cli_flags import add_flag, add_version, whole_number
 
 _positive = whole_number(1)
 _seed = whole_number(0, 2**32 - 1)

@@ -20,9 +20,9 @@ import grpc
 
 from colearn_contract import SERVICE_NAME
 from colearn_contract.json_limits import shown
-from colearn_contract.transport_security import AUTHORIZATION
 from colearn_learner.errors import BadRequestError
 from colearn_learner.metrics import LearnerMetrics, rpc_type
+from colearn_runtime.transport_security import AUTHORIZATION
 
 
 def non_blocking(behavior: Callable[..., Any]) -> bool:

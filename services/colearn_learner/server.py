@@ -15,8 +15,6 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection, reflection_pb2
 
 from colearn_contract import SERVICE_NAME, __version__
-from colearn_contract.grpc_options import health_server_options, server_options
-from colearn_contract.transport_security import read_certificates, read_private_key
 from colearn_contract.v1 import learner_pb2 as pb
 from colearn_contract.v1 import learner_pb2_grpc as pb_grpc
 from colearn_learner.factory import MliFactory
@@ -30,6 +28,8 @@ from colearn_learner.metrics import LearnerMetrics
 from colearn_learner.model_host import ModelHost
 from colearn_learner.servicer import LearnerServicer
 from colearn_learner.settings import Settings
+from colearn_runtime.grpc_options import health_server_options, server_options
+from colearn_runtime.transport_security import server_credentials
 
 _log = logging.getLogger(__name__)
 
@@ -50,19 +50,6 @@ def _health_only_pool() -> descriptor_pool.DescriptorPool:
 def _probe_threads(worker_threads: int) -> int:
     """Worker threads kept free of model calls, for health checks, status and queries."""
     return min(4, worker_threads // 2)
-
-
-def server_credentials(settings: Settings) -> grpc.ServerCredentials | None:
-    """TLS credentials from the configured files, read again at start (they may have been rotated since
-    the settings were checked); None when TLS is off. A client CA makes client certificates mandatory."""
-    if settings.tls_cert is None or settings.tls_key is None:
-        return None
-    chain = read_certificates(settings.tls_cert, "tls_cert")
-    key = read_private_key(settings.tls_key, "tls_key")
-    client_ca = read_certificates(settings.tls_client_ca, "tls_client_ca") if settings.tls_client_ca else None
-    return grpc.ssl_server_credentials(
-        [(key, chain)], root_certificates=client_ca, require_client_auth=client_ca is not None
-    )
 
 
 class GRPCServer:
@@ -147,7 +134,7 @@ class GRPCServer:
                 raise OSError(f"cannot listen on metrics port {s.metrics_port}: {exc}") from exc
             self.metrics_port = self._metrics_server.server_port
         try:
-            credentials = server_credentials(s)
+            credentials = server_credentials(s.tls_cert, s.tls_key, s.tls_client_ca)
         except ValueError as exc:
             self._close_metrics()
             raise OSError(str(exc)) from exc

@@ -8,13 +8,13 @@ from typing import Annotated
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-from colearn_contract.transport_security import (
+from colearn_contract.weight_stream import DEFAULT_PART_BYTES, MAX_PART_BYTES, MIB, MIN_PART_BYTES
+from colearn_runtime.transport_security import (
     TransportSecurityError,
     check_token,
     read_certificates,
     read_private_key,
 )
-from colearn_contract.weight_stream import DEFAULT_PART_BYTES, MAX_PART_BYTES, MIB, MIN_PART_BYTES
 
 
 class Settings(BaseSettings):

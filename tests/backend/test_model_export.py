@@ -60,9 +60,9 @@ from colearn_contract.model_file import (
     WEIGHTS_SHA256_KEY,
     model_metadata,
 )
-from colearn_contract.transport_security import ClientSecurity
 from colearn_learner import ExampleMliFactory, FactoryRegistry, GRPCServer
 from colearn_learner import checkpoints as learner_checkpoints
+from colearn_runtime.transport_security import ClientSecurity
 
 N_LEARNERS = 3
 N_ROUNDS = 3

@@ -10,15 +10,15 @@ import sys
 import pytest
 
 import colearn_contract
-from colearn_contract.cli_flags import add_flag
-from colearn_contract.grpc_options import (
+from colearn_contract.mli import ColearnModel, MachineLearningInterface, ProposedWeights, Weights
+from colearn_contract.v1 import learner_pb2 as pb
+from colearn_runtime.cli_flags import add_flag
+from colearn_runtime.grpc_options import (
     IDEMPOTENT_METHODS,
     channel_options,
     retry_service_config,
     server_options,
 )
-from colearn_contract.mli import ColearnModel, MachineLearningInterface, ProposedWeights, Weights
-from colearn_contract.v1 import learner_pb2 as pb
 
 
 def test_contract_names() -> None:
@@ -96,7 +96,7 @@ def test_flags_accept_both_spellings(spelling: str) -> None:
 def test_contract_imports_no_ml_framework() -> None:
     code = (
         "import sys, colearn_contract, colearn_contract.weights_codec, colearn_contract.weight_stream, "
-        "colearn_contract.grpc_options, colearn_contract.mli, colearn_contract.v1.learner_pb2_grpc\n"
+        "colearn_runtime.grpc_options, colearn_contract.mli, colearn_contract.v1.learner_pb2_grpc\n"
         "print(sorted(m for m in ('torch', 'tensorflow', 'keras', 'sklearn', 'jax') if m in sys.modules))"
     )
     out = subprocess.run(

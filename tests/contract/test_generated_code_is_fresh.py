@@ -25,7 +25,7 @@ def test_generated_code_matches_the_proto(tmp_path: Path) -> None:
 
 def test_contract_imports_no_ml_framework() -> None:
     code = (
-        "import sys, colearn_contract.weight_stream, colearn_contract.mli, colearn_contract.grpc_options\n"
+        "import sys, colearn_contract.weight_stream, colearn_contract.mli, colearn_runtime.grpc_options\n"
         "loaded = [m for m in ('torch', 'tensorflow', 'keras', 'sklearn') if m in sys.modules]\n"
         "assert not loaded, loaded\n"
     )

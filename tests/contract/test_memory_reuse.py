@@ -13,7 +13,7 @@ import pytest
 # prints the minor page faults of the second stream.
 _STREAMS = """
 import resource, sys, threading
-from colearn_contract.memory_reuse import reuse_freed_memory
+from colearn_runtime.memory_reuse import reuse_freed_memory
 if sys.argv[1] == "reuse":
     assert reuse_freed_memory(one_heap=sys.argv[2] == "threads")
 def stream():

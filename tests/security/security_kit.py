@@ -28,11 +28,11 @@ from wire_kit import (  # noqa: F401  (re-exported for the security tests)
 )
 
 from colearn_contract.mli import MachineLearningInterface, ProposedWeights, Weights
-from colearn_contract.transport_security import ClientSecurity
 from colearn_contract.v1 import learner_pb2 as pb
 from colearn_contract.v1 import learner_pb2_grpc as pb_grpc
 from colearn_learner import ExampleMliFactory, GRPCServer, Settings
 from colearn_learner.registry import ModelRegistry
+from colearn_runtime.transport_security import ClientSecurity
 
 SEC_DATA = "SEC_DATA"
 SEC_MODEL = "SEC_MODEL"

@@ -24,7 +24,7 @@ from security_kit import SERVING, health_status, write_plugin
 
 from backend_client import LearnerClient, LearnerError
 from backend_client.local_fleet import wait_until_serving
-from colearn_contract.transport_security import ClientSecurity
+from colearn_runtime.transport_security import ClientSecurity
 
 TOKEN = "confined-learner-token"
 

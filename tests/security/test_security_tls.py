@@ -27,8 +27,8 @@ from security_kit import (
 
 from backend_client import LearnerClient, collective_learning_round, initial_result, set_equal_weights
 from backend_client.learner_client import Deadlines
-from colearn_contract.transport_security import ClientSecurity, TransportSecurityError
 from colearn_contract.v1 import learner_pb2 as pb
+from colearn_runtime.transport_security import ClientSecurity, TransportSecurityError
 
 UNAVAILABLE = grpc.StatusCode.UNAVAILABLE
 

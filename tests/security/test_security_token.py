@@ -29,10 +29,10 @@ from security_kit import (
 
 from backend_client import LearnerClient, LearnerError
 from backend_client.local_fleet import wait_until_serving
-from colearn_contract.transport_security import ClientSecurity
 from colearn_contract.v1 import learner_pb2 as pb
 from colearn_contract.v1 import learner_pb2_grpc as pb_grpc
 from colearn_learner import Settings
+from colearn_runtime.transport_security import ClientSecurity
 
 TOKEN = "s3cr3t-fleet-token"
 UNAUTHENTICATED = grpc.StatusCode.UNAUTHENTICATED

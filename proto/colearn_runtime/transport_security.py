@@ -52,6 +52,21 @@ def _read(path: Path, what: str) -> bytes:
         raise TransportSecurityError(f"{what} {path} cannot be read: {exc.strerror or exc}") from None
 
 
+def server_credentials(
+    tls_cert: Path | None, tls_key: Path | None, tls_client_ca: Path | None = None
+) -> grpc.ServerCredentials | None:
+    """A server's TLS credentials from its files, read when it starts (they may have been rotated since
+    its settings were checked); None when TLS is off. A client CA makes client certificates mandatory."""
+    if tls_cert is None or tls_key is None:
+        return None
+    chain = read_certificates(tls_cert, "tls_cert")
+    key = read_private_key(tls_key, "tls_key")
+    client_ca = read_certificates(tls_client_ca, "tls_client_ca") if tls_client_ca else None
+    return grpc.ssl_server_credentials(
+        [(key, chain)], root_certificates=client_ca, require_client_auth=client_ca is not None
+    )
+
+
 def check_token(token: str) -> str:
     if not _TOKEN.fullmatch(token):
         raise TransportSecurityError(
