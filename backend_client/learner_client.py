@@ -25,10 +25,10 @@ from colearn_contract.json_limits import quoted
 from colearn_contract.mli import MachineLearningInterface, ProposedWeights, Weights
 from colearn_contract.model_stream import FORMATS, ModelFile, ModelStreamError, assemble_model_file
 from colearn_contract.parameters import from_struct, struct_from_json
-from colearn_contract.serialized_weights import SerializedWeights
+from colearn_contract.serialized_weights import SerializedWeights, serialized
 from colearn_contract.v1 import learner_pb2 as pb
 from colearn_contract.v1 import learner_pb2_grpc as pb_grpc
-from colearn_contract.weight_relay import RelayedWeights, receive_relayed, wire_parts_of
+from colearn_contract.weight_relay import RelayedWeights, receive_relayed
 from colearn_contract.weight_stream import DEFAULT_PART_BYTES, MIB, WeightsStreamError
 from colearn_runtime.grpc_options import channel_options
 from colearn_runtime.transport_security import ClientSecurity
@@ -221,7 +221,7 @@ class LearnerClient(MachineLearningInterface):
     def _receive(self, method: str, responses: Callable[[], Iterator[bytes]]) -> RelayedWeights:
         return self._call(method, lambda: receive_relayed(responses(), self._max_weights_bytes))
 
-    def mli_propose_weights(self) -> Weights:
+    def mli_propose_weights(self) -> Weights[SerializedWeights]:
         relayed = self._receive(
             "ProposeWeights",
             lambda: self._weights_methods.ProposeWeights(
@@ -230,12 +230,12 @@ class LearnerClient(MachineLearningInterface):
         )
         return Weights(weights=relayed)
 
-    def mli_test_weights(self, weights: Weights) -> ProposedWeights:
-        encoded = _encoded(weights)
+    def mli_test_weights(self, weights: Weights[SerializedWeights]) -> ProposedWeights:
+        encoded = serialized(weights)
         r = self._call(
             "TestWeights",
             lambda: self._weights_methods.TestWeights(
-                wire_parts_of(encoded, self._part_bytes), timeout=self.deadlines.test
+                encoded.serialized_parts(self._part_bytes), timeout=self.deadlines.test
             ),
         )
         return ProposedWeights(
@@ -246,9 +246,9 @@ class LearnerClient(MachineLearningInterface):
             criterion=criteria.from_wire(r.criterion),
         )
 
-    def mli_accept_weights(self, weights: Weights) -> None:
+    def mli_accept_weights(self, weights: Weights[SerializedWeights]) -> None:
         """Accepts a cached proposal by id; sends the weights only when the learner does not hold them."""
-        encoded = _encoded(weights)
+        encoded = serialized(weights)
         if encoded.proposal_id:
             request = pb.AcceptProposalRequest(proposal_id=encoded.proposal_id)
             try:
@@ -263,11 +263,11 @@ class LearnerClient(MachineLearningInterface):
         self._call(
             "SetWeights",
             lambda: self._weights_methods.SetWeights(
-                wire_parts_of(encoded, self._part_bytes), timeout=self.deadlines.transfer
+                encoded.serialized_parts(self._part_bytes), timeout=self.deadlines.transfer
             ),
         )
 
-    def mli_get_current_weights(self) -> Weights:
+    def mli_get_current_weights(self) -> Weights[SerializedWeights]:
         relayed = self._receive(
             "GetCurrentWeights",
             lambda: self._weights_methods.GetCurrentWeights(
@@ -310,12 +310,3 @@ class LearnerClient(MachineLearningInterface):
 
 class ExampleGRPCLearnerClient(LearnerClient):
     """colearn's name for the gRPC learner client, kept so that the tutorial runs unchanged."""
-
-
-def _encoded(weights: Weights) -> SerializedWeights:
-    if not isinstance(weights.weights, SerializedWeights):
-        raise TypeError(
-            "a LearnerClient relays encoded weights from another learner, "
-            f"not {type(weights.weights).__name__}"
-        )
-    return weights.weights

@@ -30,7 +30,7 @@ from backend_client.learner_client import LearnerClient, RemoteStatus
 from backend_client.results import Result
 from backend_client.rounds import play_round
 from colearn_contract.mli import Weights
-from colearn_contract.serialized_weights import SerializedWeights
+from colearn_contract.serialized_weights import SerializedWeights, serialized
 
 _log = logging.getLogger(__name__)
 
@@ -56,18 +56,15 @@ class FleetWeights:
 
     def __init__(self, setup: Callable[[int], object] | None = None) -> None:
         self._setup = setup
-        self.current: Weights | None = None
+        self.current: Weights[SerializedWeights] | None = None
 
     @property
     def sha256(self) -> str:
         return self.current.weights.sha256 if self.current is not None else ""
 
-    def accepted(self, proposal: Weights) -> Weights:
+    def accepted(self, proposal: Weights[SerializedWeights]) -> Weights[SerializedWeights]:
         """Records an accepted proposal as the fleet's weights (kept without its id, see the module)."""
-        encoded = proposal.weights
-        if not isinstance(encoded, SerializedWeights):
-            raise TypeError(f"the fleet's weights are encoded bytes, not {type(encoded).__name__}")
-        self.current = Weights(weights=encoded.renamed(""))
+        self.current = Weights(weights=serialized(proposal).renamed(""))
         return self.current
 
     def resync(self, learners: Sequence[LearnerClient]) -> ResyncReport:

@@ -9,21 +9,25 @@ from __future__ import annotations
 
 import abc
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Generic, TypeVar
+
+W = TypeVar("W")
 
 
 @dataclass
-class Weights:
-    """A model's weights. In a learner they are whatever its model uses; in the backend, encoded bytes."""
+class Weights(Generic[W]):
+    """A model's weights: in a learner, ``Weights[...]`` of whatever its model uses (arrays, a
+    ``state_dict``); in the backend, ``Weights[SerializedWeights]``, the encoded bytes as they travel,
+    readable as numpy arrays (``colearn_contract.serialized_weights``)."""
 
-    weights: Any
+    weights: W
 
 
 @dataclass
 class ProposedWeights:
     """Proposed weights with this party's verdict on them."""
 
-    weights: Weights
+    weights: Weights[Any]
     vote_score: float | None = None
     test_score: float | None = None
     # None means "did not vote": the proposer never votes on its own proposal.

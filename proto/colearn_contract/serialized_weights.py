@@ -24,6 +24,7 @@ import numpy as np
 
 from colearn_contract import safetensors_layout
 from colearn_contract.atomic_files import write_atomically
+from colearn_contract.mli import Weights
 from colearn_contract.weights_codec import LAYOUT_KEY, TensorLayout, bfloat16_names, decode_tensors
 
 #: Metadata key of a saved file that holds the sha256 of the weights as they travelled.
@@ -50,6 +51,11 @@ class SerializedWeights(Mapping[str, np.ndarray], abc.ABC):
     @abc.abstractmethod
     def buffer(self) -> bytes | memoryview:
         """The whole encoded buffer."""
+
+    @abc.abstractmethod
+    def serialized_parts(self, part_bytes: int) -> Iterator[bytes]:
+        """The weights messages to send, serialized (any of the four weights messages: they share one
+        shape): parts that came off the wire are sent as they came, a buffer is cut into ``part_bytes``."""
 
     @functools.cached_property
     def _decoded(self) -> tuple[dict[str, np.ndarray], TensorLayout]:
@@ -104,3 +110,14 @@ class SerializedWeights(Mapping[str, np.ndarray], abc.ABC):
         relabel = {name: "BF16" for name in bfloat16_names(tensors, layout)}
         meta = {LAYOUT_KEY: layout.to_json(), WEIGHTS_SHA256_KEY: self.sha256, **(metadata or {})}
         return safetensors_layout.relabelled(buffer, meta, relabel)
+
+
+def serialized(weights: Weights[object]) -> SerializedWeights:
+    """The encoded weights that ``weights`` holds, or ``TypeError``: a party that relays weights (the
+    backend) takes them from another learner, never a model's own objects."""
+    if not isinstance(weights.weights, SerializedWeights):
+        raise TypeError(
+            "weights to relay must be encoded weights received from a learner, "
+            f"not {type(weights.weights).__name__}"
+        )
+    return weights.weights

@@ -20,7 +20,6 @@ from colearn_contract.weight_stream import (
     DEFAULT_PART_BYTES,
     WeightsAssembler,
     WeightsStreamError,
-    iter_parts,
 )
 
 #: Parses any of the four weights messages: they share one shape.
@@ -46,6 +45,10 @@ class RelayedWeights(SerializedWeights):
     @property
     def wire_parts(self) -> tuple[bytes, ...]:
         return self._wire_parts
+
+    def serialized_parts(self, part_bytes: int = DEFAULT_PART_BYTES) -> Iterator[bytes]:
+        """The parts exactly as they came: ``part_bytes`` does not cut them again."""
+        return iter(self._wire_parts)
 
     @property
     def sha256(self) -> str:
@@ -88,10 +91,3 @@ def receive_relayed(wire_parts: Iterable[bytes], max_total_bytes: int) -> Relaye
         kept.append(wire)
     checker.verified_header()
     return RelayedWeights(tuple(kept), checker.total_bytes)
-
-
-def wire_parts_of(weights: SerializedWeights, part_bytes: int = DEFAULT_PART_BYTES) -> Iterator[bytes]:
-    """The serialized parts to send: a relayed stream's own, or a buffer's, cut and serialized now."""
-    if isinstance(weights, RelayedWeights):
-        return iter(weights.wire_parts)
-    return (message.SerializeToString() for message in iter_parts(weights, part_bytes, message=_Message))

@@ -72,6 +72,9 @@ class EncodedWeights(SerializedWeights):
     def buffer(self) -> bytes | memoryview:
         return self.data
 
+    def serialized_parts(self, part_bytes: int = DEFAULT_PART_BYTES) -> Iterator[bytes]:
+        return (m.SerializeToString() for m in iter_parts(self, part_bytes, message=pb.TestWeightsRequest))
+
 
 def iter_parts(
     weights: SerializedWeights,

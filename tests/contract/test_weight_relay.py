@@ -18,7 +18,7 @@ from test_weight_stream import REJECTED, mutate
 from colearn_contract.mli import Weights
 from colearn_contract.serialized_weights import WEIGHTS_SHA256_KEY
 from colearn_contract.v1 import learner_pb2 as pb
-from colearn_contract.weight_relay import receive_relayed, wire_parts_of
+from colearn_contract.weight_relay import receive_relayed
 from colearn_contract.weight_stream import MIB, EncodedWeights, WeightsStreamError, assemble, iter_parts
 from colearn_contract.weights_codec import TensorLayout, WeightsCodecError, encode_tensors
 
@@ -37,7 +37,7 @@ def test_a_relayed_stream_keeps_the_weights_exactly(size: int) -> None:
     assert (relayed.sha256, relayed.size, relayed.proposal_id) == (original.sha256, size, "p-7")
     assert relayed.data == original.data
     # What a learner receives from the relay assembles into the original buffer.
-    again = assemble((pb.TestWeightsRequest.FromString(w).part for w in wire_parts_of(relayed)), CAP)
+    again = assemble((pb.TestWeightsRequest.FromString(w).part for w in relayed.serialized_parts()), CAP)
     assert bytes(again.data) == original.data and again.sha256 == original.sha256
 
 
@@ -46,7 +46,7 @@ def test_every_learner_gets_the_same_bytes_objects() -> None:
     received = wire(EncodedWeights.wrap(os.urandom(3 * MIB)))
     relayed = receive_relayed(received, CAP)
     for _ in range(3):
-        assert all(a is b for a, b in zip(wire_parts_of(relayed), received, strict=True))
+        assert all(a is b for a, b in zip(relayed.serialized_parts(), received, strict=True))
 
 
 def test_renaming_rewrites_only_the_header_part() -> None:
@@ -69,7 +69,7 @@ def test_relayed_weights_cannot_be_changed_behind_their_header() -> None:
 
 def test_encoded_weights_are_serialized_when_sent() -> None:
     original = EncodedWeights.wrap(os.urandom(2 * MIB + 3), proposal_id="q")
-    sent = list(wire_parts_of(original, MIB))
+    sent = list(original.serialized_parts(MIB))
     assert sent == wire(original, MIB)  # as a voter receives them: the bytes a proposer sends
     assert original.renamed("").proposal_id == "" and original.renamed("").data is original.data
 
