@@ -29,13 +29,13 @@ BUF_DIR      = tools/buf
 BUF          = $(BUF_DIR)/node_modules/.bin/buf
 RELEASED_CONTRACT = proto/released/colearn-v1.binpb
 
-install: $(VENV)/.installed
+install: $(VENV)/.installed-$(EXTRAS)
 
-# Reinstall whenever the dependency declarations change.
-$(VENV)/.installed: pyproject.toml requirements.lock
+# Reinstall whenever the dependency declarations change; one stamp per set of extras.
+$(VENV)/.installed-%: pyproject.toml requirements.lock
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -c requirements.lock -e ".[$(EXTRAS)]"
+	$(BIN)/python -m pip install --quiet -c requirements.lock -e ".[$*]"
 	touch $@
 
 # Regenerates the committed stubs; tests/contract/test_generated_code_is_fresh.py fails when they are stale.
@@ -47,9 +47,11 @@ lock: install
 	{ head -3 requirements.lock; $(BIN)/pip freeze --exclude-editable | sed 's/^torch==\(.*\)+cpu$$/torch==\1/'; } > requirements.lock.new
 	mv requirements.lock.new requirements.lock
 
+# ruff, then the layers' import contracts ([tool.importlinter] in pyproject.toml).
 lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	COLUMNS=200 $(BIN)/lint-imports --no-cache
 
 buf: $(BUF_DIR)/.installed-$(BUF_VERSION)
 
@@ -71,7 +73,10 @@ contract-release: buf
 test: lint contract
 	COLEARN_REQUIRE_TOOLS=1 $(BIN)/python -m pytest $(PYTEST_ARGS)
 
-demo: install
+# The demo needs scikit-learn (its embedded DIGITS data) and the backend's console, not TensorFlow or torch.
+DEMO_EXTRAS = sklearn,backend
+demo:
+	$(MAKE) install EXTRAS=$(DEMO_EXTRAS)
 	$(BIN)/colearn-backend demo
 
 bench: install
@@ -89,7 +94,7 @@ image-gpu:
 
 # Every wheel the CPU images install, for `make image WHEELHOUSE=wheelhouse` on a machine without an index.
 wheelhouse: install
-	$(BIN)/python -m pip download -d wheelhouse -c requirements.lock ".[sklearn,$(IMAGE_EXTRAS)]" \
+	$(BIN)/python -m pip download -d wheelhouse -c requirements.lock ".[sklearn,backend,$(IMAGE_EXTRAS)]" \
 		"setuptools>=77" wheel
 
 # The fleet in the background (compose builds a missing image; `make image` rebuilds). Results land in

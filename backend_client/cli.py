@@ -14,8 +14,15 @@ import time
 from pathlib import Path
 from typing import Any
 
-from rich.console import Console
-from rich.table import Table
+try:
+    from rich.console import Console
+    from rich.table import Table
+except ModuleNotFoundError as missing:  # the library runs without it; the command does not
+    package = (missing.name or "rich").split(".")[0]
+    raise SystemExit(
+        f"colearn-backend needs the 'backend' extra ({package} is not installed): "
+        "pip install 'colearn-fleet[backend]'"
+    ) from None
 
 from backend_client import discovery
 from backend_client.errors import LearnerError
@@ -26,11 +33,10 @@ from backend_client.run_command import EXIT_FAILED, RunRequest, run_experiment
 from colearn_contract.parameters import ParametersError, parse_object
 from colearn_runtime.cli_flags import add_flag, add_version, whole_number
 from colearn_runtime.memory_reuse import reuse_freed_memory
+from colearn_runtime.ports import BACKEND_METRICS_PORT, LEARNER_PORT
 from colearn_runtime.transport_security import ClientSecurity
 
 console = Console(stderr=True, soft_wrap=True)  # one line per message, in logs and containers too
-#: The metrics port compose and the Helm chart give the backend.
-METRICS_PORT = 9092
 
 
 def _json_object(text: str) -> dict[str, Any]:
@@ -70,7 +76,7 @@ def _security(args: argparse.Namespace) -> ClientSecurity:
 def _probe_address(args: argparse.Namespace) -> str:
     if args.address and args.address_flag and args.address != args.address_flag:
         raise ValueError(f"two addresses given ({args.address} and --address {args.address_flag}); give one")
-    return args.address or args.address_flag or "127.0.0.1:9995"
+    return args.address or args.address_flag or f"127.0.0.1:{LEARNER_PORT}"
 
 
 def probe(args: argparse.Namespace) -> int:
@@ -105,7 +111,7 @@ def _addresses(args: argparse.Namespace) -> list[str]:
     if args.dns:
         host, _, port = args.dns.rpartition(":")
         if not host or not port.isdigit():
-            raise ValueError(f"--dns takes name:port, e.g. learner:9995, not {args.dns!r}")
+            raise ValueError(f"--dns takes name:port, e.g. learner:{LEARNER_PORT}, not {args.dns!r}")
         try:
             return discovery.dns(host, int(port))
         except (socket.gaierror, UnicodeError) as exc:
@@ -218,7 +224,7 @@ def _add_run_flags(p: argparse.ArgumentParser, *, demo: bool) -> None:
     add_flag(p, "round_timeout", type=float, default=600.0, help="deadline of a propose or test call")
     add_flag(p, "n_learners", type=_positive, default=5 if demo else None,
              help="how many learners" + ("" if demo else " (default 5)"))  # fmt: skip
-    add_flag(p, "port", type=int, default=9995, help="first learner port")
+    add_flag(p, "port", type=int, default=LEARNER_PORT, help="first learner port")
     add_flag(p, "out", default=None, help=f"the run directory (default {default_out}); {{learners}} in it "
              "becomes the fleet's size")  # fmt: skip
     if demo:  # the tutorial's --metrics_port: the learners' first metrics port
@@ -227,8 +233,8 @@ def _add_run_flags(p: argparse.ArgumentParser, *, demo: bool) -> None:
         )
         return
     add_flag(p, "metrics_port", type=int, default=0,
-             help=f"serve the backend's Prometheus metrics on this port; 0 turns them off ({METRICS_PORT} "
-             "in compose and Helm)")  # fmt: skip
+             help="serve the backend's Prometheus metrics on this port; 0 turns them off "
+             f"({BACKEND_METRICS_PORT} in compose and Helm)")  # fmt: skip
     add_flag(p, "metrics_linger", type=float, default=10.0,
              help="seconds the metrics stay up after the run, so that the last round is scraped")  # fmt: skip
 
@@ -271,7 +277,9 @@ def build_parser() -> argparse.ArgumentParser:
         )
 
     p = command("probe", "show what a learner serves", common, secure)
-    p.add_argument("address", nargs="?", metavar="HOST:PORT", help="the learner (default 127.0.0.1:9995)")
+    p.add_argument(
+        "address", nargs="?", metavar="HOST:PORT", help=f"the learner (default 127.0.0.1:{LEARNER_PORT})"
+    )
     p.add_argument(
         "--address", dest="address_flag", metavar="HOST:PORT", default=None, help="the same, as a flag"
     )
@@ -285,7 +293,8 @@ def build_parser() -> argparse.ArgumentParser:
              help="with --out: resume the run there if there is one, else start it (containers)")  # fmt: skip
     add_flag(p, "learners", help="learner addresses, host:port,host:port,...")
     add_flag(p, "dns", help="a name:port whose every address is a learner (compose --scale)")
-    add_flag(p, "statefulset", help="a pattern such as learner-{i}.learners:9995, with --n_learners")
+    add_flag(p, "statefulset",
+             help=f"a pattern such as learner-{{i}}.learners:{LEARNER_PORT}, with --n_learners")  # fmt: skip
     add_flag(p, "host", default="127.0.0.1", help="with --n_learners: the host of consecutive ports")
     p.set_defaults(func=run)
     p = command("demo", "start local learners on embedded DIGITS and run an experiment", common)

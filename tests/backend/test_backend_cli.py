@@ -286,3 +286,14 @@ def test_run_shows_its_defaults_in_its_help() -> None:
     done = subprocess.run([venv_tool("colearn-backend"), "run", "--help"], capture_output=True, text=True)
     assert "(default: 0.5)" in done.stdout and "(default: 600.0)" in done.stdout
     assert "(default 15; a resumed run keeps its own)" in " ".join(done.stdout.split())
+
+
+def test_the_command_without_the_backend_extra_says_what_to_install() -> None:
+    """rich and matplotlib come with the ``backend`` extra: a learner image does not carry them."""
+    code = "import sys; sys.modules['rich'] = None; import backend_client; from backend_client import cli"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 1
+    assert done.stderr.strip() == (
+        "colearn-backend needs the 'backend' extra (rich is not installed): "
+        "pip install 'colearn-fleet[backend]'"
+    )
