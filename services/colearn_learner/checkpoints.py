@@ -41,7 +41,8 @@ class CheckpointError(Exception):
 
 
 def setup_digest(setup_key: str) -> str:
-    """A digest of the model, the dataloader and both parameter sets, as the factory canonicalised them."""
+    """A digest of the model, the dataloader and both parameter sets, as the factory canonicalised them
+    (``PreparedSetup.key``). A change to the key's text would leave the checkpoints written before unfound."""
     return hashlib.sha256(setup_key.encode()).hexdigest()
 
 

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import abc
+import functools
 import json
 from collections import ChainMap
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from colearn_contract import json_limits
@@ -16,8 +18,26 @@ from colearn_learner.errors import IncompatibleSetupError, MissingFrameworkError
 from colearn_learner.registry import DataloaderDef, FactoryRegistry, ModelArchitectureDef, ModelRegistry
 
 
+@dataclass(frozen=True)
+class PreparedSetup:
+    """A setup request, checked once and ready to build.
+
+    ``key`` is equal for two requests that build the same thing: a repeated ``MLSetup`` with the current
+    key is a no-op, and the set-up's checkpoint is named after a digest of it. ``build()`` makes a fresh
+    MLI from what was checked, without checking it again; the learner may call it twice (it builds anew
+    when loading a checkpoint's weights into the first model fails).
+    """
+
+    key: str
+    build: Callable[[], MachineLearningInterface]
+
+
 class MliFactory(abc.ABC):
-    """What a learner can build. Implement it to serve models that the registry does not hold."""
+    """What a learner can build. Implement it to serve models that the registry does not hold.
+
+    colearn's tutorial implements the four ``get_*`` methods, with parameters as JSON text; that is all a
+    factory needs. The learner calls ``prepare`` once per ``MLSetup``.
+    """
 
     @abc.abstractmethod
     def get_dataloaders(self) -> dict[str, dict[str, Any]]:
@@ -44,6 +64,16 @@ class MliFactory(abc.ABC):
     def setup_key(self, model_name: str, model_params: str, dataloader_name: str, dataset_params: str) -> str:
         """Equal for two requests that build the same thing, so that a repeated MLSetup is a no-op."""
         return json.dumps([model_name, _canonical(model_params), dataloader_name, _canonical(dataset_params)])
+
+    def prepare(
+        self, model_name: str, model_params: str, dataloader_name: str, dataset_params: str
+    ) -> PreparedSetup:
+        """Checks a setup request; the params are JSON objects. This default takes the key from
+        ``setup_key`` and builds with ``get_mli``, both given the JSON text, as colearn's factories
+        expect. A factory that validates its parameters overrides it to read them once."""
+        key = self.setup_key(model_name, model_params, dataloader_name, dataset_params)
+        build = functools.partial(self.get_mli, model_name, model_params, dataloader_name, dataset_params)
+        return PreparedSetup(key=key, build=build)
 
 
 def _canonical(params: str) -> Any:
@@ -120,32 +150,56 @@ class ExampleMliFactory(MliFactory):
             )
         return model, loaders[dataloader_name]
 
+    def prepare(
+        self, model_name: str, model_params: str, dataloader_name: str, dataset_params: str
+    ) -> PreparedSetup:
+        """Validates each parameter object once; the setup builds from the validated values. A subclass
+        that overrides ``get_mli`` or ``setup_key`` (colearn's way to adapt a factory) keeps its override:
+        ``prepare`` then goes through them, as ``MliFactory.prepare`` does."""
+        if _overrides(type(self), "get_mli") or _overrides(type(self), "setup_key"):
+            return super().prepare(model_name, model_params, dataloader_name, dataset_params)
+        return self._prepare(model_name, model_params, dataloader_name, dataset_params)
+
     def setup_key(self, model_name: str, model_params: str, dataloader_name: str, dataset_params: str) -> str:
-        model, loader = self._resolve(model_name, dataloader_name)
-        return json.dumps(
-            [
-                model_name,
-                model.parameters.parse(model_params),
-                dataloader_name,
-                loader.parameters.parse(dataset_params),
-            ],
-            sort_keys=True,
-            default=str,
-        )
+        return self._prepare(model_name, model_params, dataloader_name, dataset_params).key
 
     def get_mli(
         self, model_name: str, model_params: str, dataloader_name: str, dataset_params: str
     ) -> MachineLearningInterface:
+        return self._prepare(model_name, model_params, dataloader_name, dataset_params).build()
+
+    def _prepare(
+        self, model_name: str, model_params: str, dataloader_name: str, dataset_params: str
+    ) -> PreparedSetup:
         model, loader = self._resolve(model_name, dataloader_name)
-        data_kwargs = loader.parameters.parse(dataset_params)
         model_kwargs = model.parameters.parse(model_params)
-        data = loader.callable(**data_kwargs)
-        try:
-            return model.callable(data, **model_kwargs)
-        except ModuleNotFoundError as exc:
-            if model.extra is None:
-                raise
-            raise MissingFrameworkError(
-                f"model {model_name} needs the {model.extra!r} extra, which this learner lacks "
-                f"(pip install 'colearn-fleet[{model.extra}]'): {exc}"
-            ) from exc
+        data_kwargs = loader.parameters.parse(dataset_params)
+        # The key's text names the checkpoints written so far (``checkpoints.setup_digest``): keep it.
+        key = json.dumps(
+            [model_name, model_kwargs, dataloader_name, data_kwargs], sort_keys=True, default=str
+        )
+        build = functools.partial(_build, model_name, model, model_kwargs, loader, data_kwargs)
+        return PreparedSetup(key=key, build=build)
+
+
+def _overrides(cls: type, name: str) -> bool:
+    return getattr(cls, name) is not getattr(ExampleMliFactory, name)
+
+
+def _build(
+    model_name: str,
+    model: ModelArchitectureDef,
+    model_kwargs: Mapping[str, Any],
+    loader: DataloaderDef,
+    data_kwargs: Mapping[str, Any],
+) -> MachineLearningInterface:
+    data = loader.callable(**data_kwargs)
+    try:
+        return model.callable(data, **model_kwargs)
+    except ModuleNotFoundError as exc:
+        if model.extra is None:
+            raise
+        raise MissingFrameworkError(
+            f"model {model_name} needs the {model.extra!r} extra, which this learner lacks "
+            f"(pip install 'colearn-fleet[{model.extra}]'): {exc}"
+        ) from exc

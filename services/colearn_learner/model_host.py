@@ -8,7 +8,6 @@ GetStatus, metrics) read ``status``, an immutable snapshot that is swapped whole
 from __future__ import annotations
 
 import dataclasses
-import functools
 import logging
 import threading
 import time
@@ -109,17 +108,17 @@ class ModelHost:
         self, model_name: str, model_params: str, dataloader_name: str, dataset_params: str
     ) -> SetupResult:
         dataset_params = confine_location(dataset_params, self._data_root)
-        key = self._factory.setup_key(model_name, model_params, dataloader_name, dataset_params)
+        # The request is checked once, here, before the lock (unknown names, bad parameters);
+        # ``prepared.build`` builds from the checked values without reading the JSON again.
+        prepared = self._factory.prepare(model_name, model_params, dataloader_name, dataset_params)
+        key = prepared.key
         with self._lock:
             if self._mli is not None and key == self._setup_key:
                 return SetupResult(unchanged=True, weights_sha256=self.status.weights_sha256)
-            build = functools.partial(
-                self._factory.get_mli, model_name, model_params, dataloader_name, dataset_params
-            )
-            mli = build()
+            mli = prepared.build()
             data, signature = encode_weights(mli.mli_get_current_weights())
             encoded = EncodedWeights.wrap(data)
-            mli, resumed = self._resume(key, model_name, dataloader_name, mli, signature, build)
+            mli, resumed = self._resume(key, model_name, dataloader_name, mli, signature, prepared.build)
             self._mli, self._setup_key, self._signature = mli, key, signature
             self._model_params = model_params or "{}"
             self._current = _unnamed(resumed.payload, resumed.weights_sha256) if resumed else encoded

@@ -7,6 +7,7 @@ Not a test module: the test modules of this folder import it by name (pytest put
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -16,6 +17,7 @@ from typing import Any
 from backend_client import LearnerClient
 from colearn_contract.mli import MachineLearningInterface
 from colearn_learner import ExampleMliFactory, GRPCServer, Settings, data_cli
+from colearn_learner.factory import PreparedSetup
 
 N_LEARNERS = 3
 
@@ -28,12 +30,17 @@ class RecordingFactory(ExampleMliFactory):
         super().__init__()
         self.built: list[MachineLearningInterface] = []
 
-    def get_mli(
+    def prepare(
         self, model_name: str, model_params: str, dataloader_name: str, dataset_params: str
-    ) -> MachineLearningInterface:
-        mli = super().get_mli(model_name, model_params, dataloader_name, dataset_params)
-        self.built.append(mli)
-        return mli
+    ) -> PreparedSetup:
+        prepared = super().prepare(model_name, model_params, dataloader_name, dataset_params)
+
+        def build() -> MachineLearningInterface:
+            mli = prepared.build()
+            self.built.append(mli)
+            return mli
+
+        return dataclasses.replace(prepared, build=build)
 
     @property
     def current(self) -> Any:

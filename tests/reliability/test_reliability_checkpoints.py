@@ -149,6 +149,33 @@ def test_a_restarted_learner_resumes_and_another_setup_starts_fresh(
     assert again.client.get_status().accepted_rounds == 3
 
 
+#: The set-up digest of ``Learner.setup()`` (SKLEARN_DIGITS on DIGITS shard 0 of 2, default parameters),
+#: as every earlier version named its checkpoint. A change here strands the checkpoints of running fleets:
+#: a restarted learner would no longer find them.
+EARLIER_DIGEST = "c14d090c55cd0eab5821f20a34387b1b6bb3c1655d7d0f2a86d60163ada5502e"
+
+
+def test_a_checkpoint_named_by_an_earlier_version_is_found(learners: list[Learner], tmp_path: Path) -> None:
+    folder = tmp_path / "ckpt"
+    first = start(learners, folder)
+    first.setup()
+    first.accept_own_proposal()
+    before = first.client.get_status()
+    path = only_checkpoint(folder)
+    assert path.name == f"checkpoint-{EARLIER_DIGEST[:32]}.safetensors"
+    assert read_checkpoint(path)[0]["setup_digest"] == EARLIER_DIGEST
+    first.close()
+    learners.remove(first)
+
+    # A file an earlier version wrote under that name, moved into a new learner's folder, is resumed.
+    moved = tmp_path / "moved"
+    moved.mkdir()
+    shutil.copy(path, moved / path.name)
+    again = start(learners, moved)
+    assert again.setup() == before.weights_sha256
+    assert again.client.get_status().accepted_rounds == 1 and again.loads("resumed") == 1
+
+
 @pytest.mark.slow
 def test_a_learner_killed_with_sigkill_resumes_every_acknowledged_round(tmp_path: Path) -> None:
     fleet = ToyFleet(1, tmp_path, checkpoints=True)
