@@ -5,6 +5,8 @@ from __future__ import annotations
 import ipaddress
 import socket
 
+from colearn_runtime.ports import LEARNER_PORT
+
 
 def explicit(addresses: str) -> list[str]:
     """``"h:p,h:p"`` -> ``["h:p", "h:p"]``; each entry must name a port."""
@@ -16,7 +18,7 @@ def explicit(addresses: str) -> list[str]:
     return found
 
 
-def consecutive_ports(n_learners: int, host: str = "127.0.0.1", port: int = 9995) -> list[str]:
+def consecutive_ports(n_learners: int, host: str = "127.0.0.1", port: int = LEARNER_PORT) -> list[str]:
     """The tutorial's layout: N learners on one host, on ports ``port``, ``port+1``, ..."""
     return [f"{host}:{port + i}" for i in range(n_learners)]
 
@@ -30,10 +32,11 @@ def dns(name: str, port: int) -> list[str]:
 
 
 def stateful_set(pattern: str, replicas: int) -> list[str]:
-    """Kubernetes StatefulSet pods have stable names: ``learner-{i}.learners:9995`` for i in 0..N-1."""
+    """Kubernetes StatefulSet pods have stable names: ``learner-{i}.learners:PORT`` for i in 0..N-1."""
     if "{i}" not in pattern:
         raise ValueError(
-            "a StatefulSet pattern needs {i} where the ordinal goes, e.g. learner-{i}.learners:9995"
+            "a StatefulSet pattern needs {i} where the ordinal goes, "
+            f"e.g. learner-{{i}}.learners:{LEARNER_PORT}"
         )
     try:
         return [pattern.format(i=i) for i in range(replicas)]

@@ -18,6 +18,7 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from backend_client.discovery import consecutive_ports
+from colearn_runtime.ports import LEARNER_PORT
 
 
 def wait_until_serving(address: str, timeout: float, service: str = "") -> None:
@@ -55,7 +56,7 @@ class LocalFleet:
     def __init__(
         self,
         n_learners: int,
-        port: int = 9995,
+        port: int = LEARNER_PORT,
         metrics_port: int = 0,
         *,
         plugins: tuple[str, ...] = (),
