@@ -18,7 +18,7 @@ from typing import Annotated, Any
 import numpy as np
 from pydantic import Field
 
-from colearn_learner.parameter_types import LearningRate, Ratio, Seed
+from colearn_learner.parameter_types import BatchSize, LearningRate, NonNegativeFloat, Ratio, Seed, Steps
 from colearn_learner.registry import ModelRegistry
 from colearn_models.support.feature_shards import FeatureShard, load_feature_shard
 from colearn_models.support.shard_files import scored_subsets
@@ -29,9 +29,6 @@ registry = ModelRegistry(extra="sklearn")
 FAMILY = "FRAUD"
 #: Label order: the label is ``isFraud``.
 CLASSES = ("legitimate", "fraud")
-BatchSize = Annotated[int, Field(ge=1, le=1_000_000)]
-Steps = Annotated[int, Field(ge=1, le=100_000)]
-NonNegativeFloat = Annotated[float, Field(ge=0)]
 
 
 @registry.register_dataloader(FAMILY)
@@ -39,7 +36,7 @@ def prepare_fraud_data(
     location: str,
     train_ratio: Ratio = 0.8,
     vote_ratio: Ratio = 0.1,
-    batch_size: BatchSize = 10_000,
+    batch_size: Annotated[BatchSize, Field(le=1_000_000)] = 10_000,
     seed: Seed = 42,
 ) -> FeatureShard:
     return load_feature_shard(

@@ -5,14 +5,12 @@ It votes on accuracy over the whole vote part of the learner's DIGITS shard (a f
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Any
 
-from pydantic import Field
-
-from colearn_learner.parameter_types import LearningRate, Seed
+from colearn_learner.parameter_types import BatchSize, HiddenUnits, LearningRate, Seed
 from colearn_learner.registry import ModelRegistry
 from colearn_models.digits.models import DigitsData
-from colearn_models.support.keras_support import KerasLearner, Scoring, Steps
+from colearn_models.support.keras_support import KerasLearner, KerasSteps, Scoring
 
 registry = ModelRegistry(extra="keras")
 
@@ -28,10 +26,10 @@ def dense_net(keras: Any, n_features: int, hidden: int, n_classes: int) -> Any:
 @registry.register_model_architecture("KERAS_DIGITS", ["DIGITS"])
 def prepare_keras_digits(
     data: DigitsData,
-    hidden: Annotated[int, Field(ge=1, le=4096)] = 64,
+    hidden: HiddenUnits = 64,
     learning_rate: LearningRate = 0.01,
-    steps_per_epoch: Steps = 10,
-    batch_size: Annotated[int, Field(ge=1, le=65536)] = 32,
+    steps_per_epoch: KerasSteps = 10,
+    batch_size: BatchSize = 32,
     seed: Seed = 0,
     run_eagerly: bool = False,
 ) -> KerasLearner:

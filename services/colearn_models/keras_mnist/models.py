@@ -12,14 +12,12 @@ Both vote on accuracy, strictly (``new > current``), on a fixed seeded subset of
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Any
 
-from pydantic import Field
-
-from colearn_learner.parameter_types import LearningRate, Seed
+from colearn_learner.parameter_types import DropoutRate, LearningRate, Seed
 from colearn_learner.registry import ModelRegistry
 from colearn_models.support.image_shards import ImageData, register_image_dataloader
-from colearn_models.support.keras_support import KerasLearner, Steps, VoteBatches, image_learner
+from colearn_models.support.keras_support import KerasLearner, KerasSteps, image_learner
 
 registry = ModelRegistry(extra="keras")
 
@@ -58,8 +56,8 @@ def resnet_net(keras: Any, n_classes: int = 10, dropout: float = 0.5) -> Any:
 @registry.register_model_architecture("KERAS_MNIST", ["KERAS_MNIST"])
 def prepare_conv_net(
     data: ImageData,
-    steps_per_epoch: Steps = 100,
-    vote_batches: VoteBatches = 10,
+    steps_per_epoch: KerasSteps = 100,
+    vote_batches: KerasSteps = 10,
     learning_rate: LearningRate = 0.001,
     seed: Seed = 0,
     run_eagerly: bool = False,
@@ -76,12 +74,12 @@ def prepare_conv_net(
 @registry.register_model_architecture("KERAS_MNIST_RESNET", ["KERAS_MNIST"])
 def prepare_keras_mnist_resnet(
     data: ImageData,
-    steps_per_epoch: Steps = 10,
-    vote_batches: VoteBatches = 10,
+    steps_per_epoch: KerasSteps = 10,
+    vote_batches: KerasSteps = 10,
     learning_rate: LearningRate = 0.001,
     seed: Seed = 0,
     run_eagerly: bool = False,
-    dropout: Annotated[float, Field(ge=0, lt=1)] = 0.5,
+    dropout: DropoutRate = 0.5,
 ) -> KerasLearner:
     """Tracing ResNet50's training graph takes ~18 s on a 2-core CPU; ``run_eagerly`` skips it (and the
     scoring graph's ~1 s) at ~2x the time per step, which pays off below ~30 steps in a learner's life."""

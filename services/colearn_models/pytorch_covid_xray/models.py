@@ -13,12 +13,11 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from collections.abc import Iterator
-from typing import Annotated, Any
+from typing import Any
 
 import numpy as np
-from pydantic import Field
 
-from colearn_learner.parameter_types import LearningRate, Ratio, Seed
+from colearn_learner.parameter_types import BatchSize, DropoutRate, LearningRate, Ratio, Seed, Steps
 from colearn_learner.registry import ModelRegistry
 from colearn_models.support.feature_shards import FeatureShard, load_feature_shard
 from colearn_models.support.shard_files import scored_subsets
@@ -32,9 +31,6 @@ N_FEATURES = 64
 CLASSES = ("covid", "normal", "pneumonia")
 HIDDEN = (256, 128, 64, 32, 16)
 DROPOUT = 0.2
-BatchSize = Annotated[int, Field(ge=1, le=65_536)]
-Steps = Annotated[int, Field(ge=1, le=100_000)]
-DropoutRate = Annotated[float, Field(ge=0, lt=1)]
 
 
 @registry.register_dataloader(FAMILY)

@@ -4,11 +4,9 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from collections.abc import Iterator
-from typing import Annotated, Any
+from typing import Any
 
-from pydantic import Field
-
-from colearn_learner.parameter_types import LearningRate, Seed
+from colearn_learner.parameter_types import Count, Epochs, HiddenUnits, LearningRate, Seed
 from colearn_learner.registry import ModelRegistry
 from colearn_models.digits.models import DigitsData
 from colearn_models.support.torch_support import TorchLearner, torch_device
@@ -64,10 +62,10 @@ class PytorchDigitsLearner(TorchLearner):
 @registry.register_model_architecture("PYTORCH_DIGITS", ["DIGITS"])
 def prepare_pytorch_digits(
     data: DigitsData,
-    hidden: Annotated[int, Field(ge=1, le=4096)] = 64,
+    hidden: HiddenUnits = 64,
     learning_rate: LearningRate = 0.01,
-    epochs: Annotated[int, Field(ge=1, le=100)] = 1,
-    batch_size: Annotated[int, Field(ge=1)] = 32,
+    epochs: Epochs = 1,
+    batch_size: Count = 32,
     seed: Seed = 0,
     no_cuda: bool = False,
 ) -> PytorchDigitsLearner:

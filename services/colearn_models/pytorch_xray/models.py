@@ -20,7 +20,7 @@ from typing import Annotated, Any
 import numpy as np
 from pydantic import Field
 
-from colearn_learner.parameter_types import LearningRate, Ratio, Seed
+from colearn_learner.parameter_types import BatchSize, LearningRate, Ratio, Seed, Steps
 from colearn_learner.registry import ModelRegistry
 from colearn_models.support.shard_files import SplitIndices, require_folder, scored_subsets, split_indices
 from colearn_models.support.torch_support import TorchLearner
@@ -29,8 +29,6 @@ from colearn_models.support.xray_images import CLASSES, IMAGE_SIZE, load_xray_fo
 registry = ModelRegistry(extra="torch")
 
 FAMILY = "PYTORCH_XRAY"
-BatchSize = Annotated[int, Field(ge=1, le=4096)]
-Steps = Annotated[int, Field(ge=1, le=100_000)]
 
 
 @dataclass(frozen=True)
@@ -47,7 +45,7 @@ def prepare_xray_data(
     location: str,
     train_ratio: Ratio = 0.8,
     vote_ratio: Ratio = 0.1,
-    batch_size: BatchSize = 8,
+    batch_size: Annotated[BatchSize, Field(le=4096)] = 8,
     seed: Seed = 42,
 ) -> XrayData:
     folder = require_folder(location, [f"{name}/" for name in CLASSES], FAMILY)

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Any, Literal
 
 import numpy as np
-from pydantic import Field
 
-from colearn_learner.parameter_types import LearningRate, Seed
+from colearn_learner.parameter_types import Count, Epochs, LearningRate, Seed
 from colearn_learner.registry import ModelRegistry
 from colearn_models.digits.models import DigitsData
 from colearn_models.support.sklearn_support import LinearSgdLearner
@@ -46,8 +45,8 @@ class SklearnDigitsLearner(LinearSgdLearner):
 def prepare_sklearn_digits(
     data: DigitsData,
     learning_rate: LearningRate = 0.01,
-    epochs: Annotated[int, Field(ge=1, le=100)] = 1,
-    batch_size: Annotated[int, Field(ge=1)] = 32,
+    epochs: Epochs = 1,
+    batch_size: Count = 32,
     loss: Literal["log_loss", "hinge", "modified_huber"] = "log_loss",
     seed: Seed = 0,
 ) -> SklearnDigitsLearner:

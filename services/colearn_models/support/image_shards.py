@@ -15,18 +15,15 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Annotated
 
 import numpy as np
-from pydantic import Field
 
 from colearn_learner.errors import InvalidParametersError
-from colearn_learner.parameter_types import Ratio, Seed
+from colearn_learner.parameter_types import BatchSize, Ratio, Seed
 from colearn_learner.registry import ModelRegistry
 from colearn_models.support.shard_files import SHARD_FILE, load_npz_arrays, require_folder, split_indices
 
 N_CLASSES = 10
-BatchSize = Annotated[int, Field(ge=1, le=65536)]
 
 
 @dataclass(frozen=True)

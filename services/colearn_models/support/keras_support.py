@@ -33,6 +33,7 @@ from pydantic import Field
 
 from colearn_contract.mli import ColearnModel
 from colearn_learner.model_files import NoModelFileError
+from colearn_learner.parameter_types import Steps
 from colearn_models.support.image_shards import ImageData
 from colearn_models.support.scored_learner import ScoredLearner
 from colearn_models.support.shard_files import fixed_subset
@@ -43,9 +44,8 @@ _IMPORT_LOCK = threading.Lock()
 _BUILD_LOCK = threading.Lock()
 _keras: Any = None
 
-#: Batches trained per proposal, and batches of the vote (or test) split a score looks at.
-Steps = Annotated[int, Field(ge=1, le=1_000_000)]
-VoteBatches = Annotated[int, Field(ge=1, le=1_000_000)]
+#: ``parameter_types.Steps`` with the Keras families' bound.
+KerasSteps = Annotated[Steps, Field(le=1_000_000)]
 
 
 def import_keras() -> Any:
