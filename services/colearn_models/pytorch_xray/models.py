@@ -55,20 +55,15 @@ def prepare_xray_data(
 
 
 def roc_auc(labels: np.ndarray, scores: np.ndarray) -> float:
-    """The area under the ROC curve, as the Mann-Whitney U statistic with tied scores sharing their
-    average rank (what scikit-learn's ``roc_auc_score`` gives). With one class only it is undefined; 0.5
-    then, the score of a guess, so such a subset never makes a proposal look better or worse."""
+    """scikit-learn's area under the ROC curve (tied scores share their average rank). With one class only
+    it is undefined; 0.5 then, the score of a guess, so such a subset never makes a proposal look better or
+    worse (scikit-learn itself raises or returns NaN there, depending on its version)."""
+    from sklearn.metrics import roc_auc_score
+
     labels = np.asarray(labels).astype(bool)
-    n_pos = int(labels.sum())
-    n_neg = len(labels) - n_pos
-    if n_pos == 0 or n_neg == 0:
+    if labels.all() or not labels.any():
         return 0.5
-    _, inverse, counts = np.unique(
-        np.asarray(scores, dtype=np.float64), return_inverse=True, return_counts=True
-    )
-    average_rank = np.cumsum(counts) - (counts - 1) / 2.0  # 1-based rank shared by each group of ties
-    rank_sum = float(average_rank[inverse][labels].sum())
-    return (rank_sum - n_pos * (n_pos + 1) / 2.0) / (n_pos * n_neg)
+    return float(roc_auc_score(labels, np.asarray(scores, dtype=np.float64)))
 
 
 def build_xray_cnn() -> Any:
@@ -138,9 +133,9 @@ class PytorchXrayLearner(TorchLearner):
         labels = self._data.labels[self._scored[split]]
         if self._vote_on_accuracy:
             return roc_auc(labels, logits)
-        # Binary cross-entropy with logits, in the numerically stable form; higher scores are better.
-        losses = np.maximum(logits, 0) - logits * labels + np.log1p(np.exp(-np.abs(logits)))
-        return -float(losses.mean())
+        # The training loss (binary cross-entropy with logits), in float64; higher scores are better.
+        targets = self._torch.from_numpy(labels.astype(np.float64))
+        return -float(self._loss(self._torch.from_numpy(logits).unsqueeze(1), targets))
 
 
 @registry.register_model_architecture(FAMILY, [FAMILY])
