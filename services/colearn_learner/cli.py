@@ -14,30 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from colearn_runtime.cli_flags import add_flag, add_version
-
-# Settings that have a flag: (name, type, help). Flags left out keep the value from the environment
-# (COLEARN_*) or the default; serve-n hands every given one on to its children.
-_SETTING_FLAGS: tuple[tuple[str, Any, str], ...] = (
-    ("host", str, "address to bind (default [::])"),
-    ("port", int, "gRPC port (default 9995)"),
-    ("metrics_port", int, "Prometheus port, 0 disables it (default 9091)"),
-    ("data_root", str, "dataloader locations must lie under this folder"),
-    ("worker_threads", int, "gRPC worker threads (default 16)"),
-    ("max_message_bytes", int, "gRPC max message size"),
-    ("grace_seconds", float, "drain time after SIGTERM (default 10)"),
-    ("max_weights_bytes", int, "cap on a weights stream's declared total_bytes (default 4 GiB)"),
-    ("max_concurrent_streams", int, "calls one client connection may have open at once (default 64)"),
-    ("stream_timeout_seconds", float, "deadline for receiving one weights stream (default 300)"),
-    ("tls_cert", str, "PEM certificate chain: serve TLS (with --tls_key)"),
-    ("tls_key", str, "PEM private key of --tls_cert"),
-    ("tls_client_ca", str, "PEM CA bundle: require client certificates it signed (mTLS)"),
-    ("auth_token", str, "bearer token every call but health must carry; prefer COLEARN_AUTH_TOKEN"),
-    ("health_port", int, "plaintext port serving only gRPC health, for probes under TLS"),
-    ("checkpoint_dir", str, "folder for this learner's checkpoints (serve-n: a learner_<i> folder each)"),
-)
-_PER_LEARNER = ("port", "metrics_port", "health_port", "checkpoint_dir")  # serve-n gives each child its own
-# serve-n hands these to its children in their environment, not on their command line.
-_SECRET = ("auth_token",)
+from colearn_runtime.ports import LEARNER_PORT
 
 
 def _log_level(text: str) -> str:
@@ -49,32 +26,90 @@ def _log_level(text: str) -> str:
     return level
 
 
-def _add_setting_flags(parser: argparse.ArgumentParser) -> None:
-    for name, kind, help_text in _SETTING_FLAGS:
-        add_flag(parser, name, type=kind, help=help_text)
-    add_flag(
-        parser, "plugins", action="append", help="module to import for its registry decorators (repeatable)"
+_METAVARS: dict[Any, str] = {int: "N", float: "SECONDS", Path: "PATH", str: "TEXT"}
+
+
+def add_setting_flags(parser: argparse.ArgumentParser) -> None:
+    """A flag for every ``Settings`` field, in both spellings, with its help made from the field.
+
+    A number's flag parses as one; ``Settings`` checks every value, so that a bad one gives the same one-line
+    error as a bad ``COLEARN_*`` variable. A flag left out is None: the environment or the default applies.
+    """
+    from colearn_learner.settings import (
+        Settings,
+        default_text,
+        env_variable,
+        is_list,
+        is_secret,
+        limits_text,
+        value_type,
     )
+
+    for name, field in Settings.model_fields.items():
+        if not field.description:
+            raise TypeError(f"Settings.{name} has no description: its flag would have no help")
+        default = None if is_secret(field) else default_text(field)
+        notes = [
+            "repeatable" if is_list(field) else limits_text(field),
+            f"default {default}" if default is not None else None,
+            f"env {env_variable(name)}" + (", comma-separated" if is_list(field) else ""),
+        ]
+        help_text = f"{field.description} ({', '.join(note for note in notes if note)})"
+        kind = value_type(field)
+        add_flag(
+            parser,
+            name,
+            action="append" if is_list(field) else "store",
+            type=kind if kind in (int, float) else str,
+            metavar="MODULE" if is_list(field) else _METAVARS.get(kind, "SECRET"),
+            help=help_text.replace("%", "%%"),  # argparse formats help with %
+        )
     add_flag(parser, "log_level", type=_log_level, default=None, help="default INFO, or COLEARN_LOG_LEVEL")
 
 
+class _CommandParser(argparse.ArgumentParser):
+    """A command's parser. With ``setting_flags`` (``serve``, ``serve-n``) it adds the setting flags when it
+    first parses, so that the other commands (``health``: the container HEALTHCHECK, run every few seconds)
+    never import pydantic."""
+
+    def __init__(self, *args: Any, setting_flags: bool = False, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._setting_flags_pending = setting_flags
+        self._settings_command = setting_flags
+
+    def error(self, message: str) -> Any:
+        if self._settings_command and message.startswith("argument "):  # a setting's value: one line
+            self.exit(2, f"colearn-learner: invalid configuration: {message}\n")
+        super().error(message)
+
+    def parse_known_args(self, args: Any = None, namespace: Any = None) -> Any:
+        if self._setting_flags_pending:
+            self._setting_flags_pending = False
+            add_setting_flags(self)
+        return super().parse_known_args(args, namespace)
+
+
+def invalid_configuration(exc: Any) -> str:
+    """A ``ValidationError`` of ``Settings`` as one line that names each setting at fault."""
+    problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'settings'}: {e['msg']}" for e in exc.errors())
+    return f"colearn-learner: invalid configuration: {problems}"
+
+
 def _settings(args: argparse.Namespace) -> Any:
+    """The environment (``COLEARN_*``) and the defaults, with the flags given over them."""
     from pydantic import ValidationError
 
     from colearn_learner.settings import Settings
 
-    overrides = {
-        name: getattr(args, name) for name, _, _ in _SETTING_FLAGS if getattr(args, name) is not None
+    overrides: dict[str, Any] = {
+        name: getattr(args, name) for name in Settings.model_fields if getattr(args, name, None) is not None
     }
-    if args.plugins:
-        overrides["plugins"] = ",".join(args.plugins)
+    if "plugins" in overrides:
+        overrides["plugins"] = ",".join(overrides["plugins"])
     try:
         return Settings(**overrides)
     except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(map(str, e['loc'])) or 'settings'}: {e['msg']}" for e in exc.errors()
-        )
-        raise SystemExit(f"colearn-learner: invalid configuration: {problems}") from None
+        raise SystemExit(invalid_configuration(exc)) from None
 
 
 def _load_plugins(modules: list[str]) -> None:
@@ -117,16 +152,11 @@ def serve_n(args: argparse.Namespace) -> int:
     rest go on: that is how an operator takes one learner out of a round on purpose.
     """
     settings = _settings(args)
-    passed = [f"--log-level={args.log_level}"] if args.log_level else []
-    for name, _, _ in _SETTING_FLAGS:
-        if name not in (*_PER_LEARNER, *_SECRET) and getattr(args, name) is not None:
-            passed.append(f"--{name}={getattr(args, name)}")
-    passed += [f"--plugins={p}" for p in settings.plugins]
-    # Any process on the host can read another's command line (ps, /proc/PID/cmdline), but not its
-    # environment: the token goes to the children there.
-    child_env = dict(os.environ)
-    if settings.auth_token is not None:
-        child_env["COLEARN_AUTH_TOKEN"] = settings.auth_token.get_secret_value()
+    learners = [_learner_settings(settings, i) for i in range(args.n_learners)]
+    # Each learner reads its settings from its environment, made from the validated settings above; none
+    # travels on its command line, which any process on the host can read (ps, /proc/PID/cmdline).
+    inherited = {k: v for k, v in os.environ.items() if k not in _setting_variables()}
+    inherited["COLEARN_LOG_LEVEL"] = args.log_level
     children: list[subprocess.Popen[bytes]] = []
     stopping = False
 
@@ -139,21 +169,15 @@ def serve_n(args: argparse.Namespace) -> int:
 
     signal.signal(signal.SIGTERM, stop_children)
     signal.signal(signal.SIGINT, stop_children)
-    for i in range(args.n_learners):
+    for i, learner in enumerate(learners):
         if stopping:
             break
-        port = settings.port + i
-        metrics_port = settings.metrics_port + i if settings.metrics_port else 0
-        command = [
-            sys.executable, "-m", "colearn_learner", "serve",
-            f"--port={port}", f"--metrics-port={metrics_port}", *passed,
-        ]  # fmt: skip
-        if settings.health_port is not None:
-            command.append(f"--health-port={settings.health_port + i if settings.health_port else 0}")
-        if settings.checkpoint_dir is not None:  # checkpoints must never be shared between learners
-            command.append(f"--checkpoint-dir={settings.checkpoint_dir / f'learner_{i}'}")
-        children.append(subprocess.Popen(command, env=child_env))
-        print(f"learner {i}: pid {children[-1].pid} port {port} metrics {metrics_port}", flush=True)
+        command = [sys.executable, "-m", "colearn_learner", "serve"]
+        children.append(subprocess.Popen(command, env={**inherited, **learner.to_environment()}))
+        print(
+            f"learner {i}: pid {children[-1].pid} port {learner.port} metrics {learner.metrics_port}",
+            flush=True,
+        )
     failed = False
     reported: set[int] = set()
     while any(child.poll() is None for child in children):
@@ -173,6 +197,33 @@ def serve_n(args: argparse.Namespace) -> int:
         time.sleep(0.1)
     codes = [child.returncode for child in children]
     return 1 if failed or any(code > 0 for code in codes) else 0
+
+
+def _learner_settings(settings: Any, i: int) -> Any:
+    """Learner i of serve-n: ports counted up from the given ones (0 stays 0: each picks a free one, or
+    has none), and a checkpoint folder of its own, since a shared one could resume another's weights."""
+    from pydantic import ValidationError
+
+    def nth(port: int | None) -> int | None:
+        return port + i if port else port
+
+    changes: dict[str, Any] = {
+        "port": nth(settings.port),
+        "metrics_port": nth(settings.metrics_port),
+        "health_port": nth(settings.health_port),
+    }
+    if settings.checkpoint_dir is not None:
+        changes["checkpoint_dir"] = settings.checkpoint_dir / f"learner_{i}"
+    try:
+        return settings.updated(**changes)
+    except ValidationError as exc:
+        raise SystemExit(f"{invalid_configuration(exc)} (learner {i})") from None
+
+
+def _setting_variables() -> set[str]:
+    from colearn_learner.settings import Settings, env_variable
+
+    return {env_variable(name) for name in Settings.model_fields}
 
 
 def _health_channel(args: argparse.Namespace) -> Any:
@@ -219,18 +270,17 @@ def health(args: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="colearn-learner", description=__doc__)
     add_version(parser)
-    commands = parser.add_subparsers(dest="command", required=True)
-    p = commands.add_parser("serve", help="serve one learner")
-    _add_setting_flags(p)
+    commands = parser.add_subparsers(dest="command", required=True, parser_class=_CommandParser)
+    p = commands.add_parser("serve", help="serve one learner", setting_flags=True)
     add_version(p)
     p.set_defaults(func=serve)
-    p = commands.add_parser("serve-n", help="serve N learners on consecutive ports")
-    _add_setting_flags(p)
+    p = commands.add_parser("serve-n", help="serve N learners on consecutive ports", setting_flags=True)
     add_version(p)
     add_flag(p, "n_learners", type=int, default=5, help="how many learners (default 5)")
     p.set_defaults(func=serve_n)
     p = commands.add_parser("health", help="exit 0 when a learner is SERVING")
-    add_flag(p, "address", default="127.0.0.1:9995", help="host:port (default 127.0.0.1:9995)")
+    address = f"127.0.0.1:{LEARNER_PORT}"
+    add_flag(p, "address", default=address, help=f"host:port (default {address})")
     add_flag(
         p, "service", default="", help='health service: "" (the server) or colearn.v1.Learner (the model)'
     )
@@ -251,5 +301,6 @@ def main(argv: list[str] | None = None) -> int:
         level = _log_level(level)
     except argparse.ArgumentTypeError as exc:
         raise SystemExit(f"colearn-learner: {exc}") from None
+    args.log_level = level  # serve-n hands it on to its learners
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     return args.func(args)

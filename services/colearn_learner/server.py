@@ -52,14 +52,32 @@ def _probe_threads(worker_threads: int) -> int:
     return min(4, worker_threads // 2)
 
 
+def server_settings(settings: Settings | None = None, **overrides: Any) -> Settings:
+    """A server's settings, made in one place: ``settings``, else the ``COLEARN_*`` environment, with the
+    keyword arguments that are not None over them, validated by ``Settings`` (a port of -7 fails here,
+    not at bind time). Any ``Settings`` field may be given by name.
+
+    Built from the environment, a server serves metrics only where it is asked to (``metrics_port=`` or
+    ``COLEARN_METRICS_PORT``): the tutorial builds several servers in one script, and one default port
+    would let only the first of them start."""
+    unknown = sorted(set(overrides) - set(Settings.model_fields))
+    if unknown:
+        raise TypeError(f"GRPCServer() got an unexpected keyword argument {unknown[0]!r}")
+    given = {name: value for name, value in overrides.items() if value is not None}
+    if settings is None:
+        settings = Settings()
+        if "metrics_port" not in settings.model_fields_set:
+            given.setdefault("metrics_port", 0)
+    return settings.updated(**given)
+
+
 class GRPCServer:
     """Serves one MLI factory. ``run()`` blocks until SIGTERM/SIGINT or ``stop()``; ``start()`` does not.
 
-    Settings come from ``settings``, else from the ``COLEARN_*`` environment, and the arguments override
-    them. A server built in code serves metrics only where it is asked to (``metrics_port=``,
-    ``COLEARN_METRICS_PORT`` or ``settings``): the tutorial builds several servers in one script, and one
-    default port would let only the first of them start. (``colearn-learner serve`` keeps the tutorial's
-    ``--metrics_port`` default, 9091.)
+    Settings come from ``settings``, else from the ``COLEARN_*`` environment, and the keyword arguments
+    (``port=``, ``metrics_port=``, ``host=``, or any other ``Settings`` field) override them: see
+    ``server_settings``. A server built in code without ``settings`` serves metrics only where it is asked
+    to (``colearn-learner serve`` keeps the default metrics port, as the tutorial's did).
 
     A server that has not started can be handed to another process (``Process(target=server.run)``, with
     the fork or the spawn start method); the factory must then be picklable too.
@@ -72,18 +90,9 @@ class GRPCServer:
         metrics_port: int | None = None,
         *,
         settings: Settings | None = None,
-        host: str | None = None,
+        **overrides: Any,
     ) -> None:
-        base = settings or Settings()
-        if settings is None and metrics_port is None and "metrics_port" not in base.model_fields_set:
-            metrics_port = 0
-        overrides: dict[str, Any] = {
-            k: v
-            for k, v in {"port": port, "metrics_port": metrics_port, "host": host}.items()
-            if v is not None
-        }
-        # Validated like any other setting: a port of -7 fails here, not at bind time.
-        self.settings = Settings(**{**base.model_dump(), **overrides}) if overrides else base
+        self.settings = server_settings(settings, port=port, metrics_port=metrics_port, **overrides)
         self._factory = mli_factory
         self.metrics = LearnerMetrics()
         self.metrics.declare_methods(pb.DESCRIPTOR.services_by_name["Learner"])

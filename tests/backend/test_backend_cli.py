@@ -42,12 +42,19 @@ def listening(port: int) -> bool:
 
 
 def learner_pids_on(ports: list[int]) -> list[int]:
-    """Processes whose command line serves one of these ports."""
+    """Learner processes told to serve one of these ports: by their command line (``serve --port=P``), or
+    by their environment (``COLEARN_PORT``), which is how serve-n tells its learners."""
     flags = {f"--port={p}" for p in ports}
     found = []
     for process in psutil.process_iter(["pid", "cmdline"]):
         cmdline = process.info["cmdline"] or []
-        if "colearn_learner" in " ".join(cmdline) and flags & set(cmdline):
+        if "colearn_learner" not in " ".join(cmdline) or "serve" not in cmdline:
+            continue
+        try:
+            port = process.environ().get("COLEARN_PORT")
+        except (psutil.AccessDenied, psutil.NoSuchProcess):
+            port = None
+        if flags & set(cmdline) or port in {str(p) for p in ports}:
             found.append(process.info["pid"])
     return found
 

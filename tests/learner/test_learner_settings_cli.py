@@ -3,18 +3,22 @@
 from __future__ import annotations
 
 import os
+import re
+import signal
 import subprocess
 from pathlib import Path
 
 import grpc
 import pytest
+from conftest import free_ports
 from learner_testkit import MIB, free_port, learner_stub, parts_for, rpc_code, venv_tool, write_plugin
 from pydantic import ValidationError
 
+from backend_client.local_fleet import wait_until_serving
 from colearn_contract.parameters import from_struct
 from colearn_contract.v1 import learner_pb2 as pb
 from colearn_learner import Settings
-from colearn_learner.cli import _settings, build_parser
+from colearn_learner.cli import _learner_settings, _settings, build_parser
 
 
 @pytest.fixture
@@ -218,3 +222,64 @@ def test_plugins_from_the_environment_load_in_a_real_learner(learner_processes, 
     with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
         supported = learner_stub(channel).QuerySupportedSystem(pb.QuerySupportedSystemRequest(), timeout=30)
     assert {"ENVA_MODEL", "ENVB_MODEL"} <= {m.name for m in supported.models}
+
+
+# --- `colearn-learner serve-n`: its learners get their settings in their environment -----------------------
+
+
+def _environ(pid: int) -> dict[str, str]:
+    entries = Path(f"/proc/{pid}/environ").read_text().split("\0")
+    return dict(entry.split("=", 1) for entry in entries if "=" in entry)
+
+
+def test_serve_n_gives_each_learner_its_settings_in_its_environment(tmp_path: Path) -> None:
+    first = free_ports(2)
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("COLEARN_")}
+    env = {**clean, "COLEARN_MAX_WEIGHTS_BYTES": str(2 * MIB), "COLEARN_WORKER_THREADS": "5"}
+    command = [
+        venv_tool("colearn-learner"), "serve-n", "--n_learners=2", "--host=127.0.0.1", f"--port={first}",
+        "--metrics-port=0", "--worker-threads=3", f"--checkpoint_dir={tmp_path / 'checkpoints'}",
+        "--log-level=WARNING",
+    ]  # fmt: skip
+    log = tmp_path / "serve-n.log"
+    with log.open("wb") as out:
+        parent = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, env=env)
+    try:
+        for i in range(2):
+            wait_until_serving(f"127.0.0.1:{first + i}", timeout=60)
+        pids = [int(pid) for pid in re.findall(r"learner \d+: pid (\d+)", log.read_text())]
+        assert len(pids) == 2
+        for i, pid in enumerate(pids):
+            # No setting on the command line, where any local user could read it.
+            argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[:-1]
+            assert argv[1:] == [b"-m", b"colearn_learner", b"serve"]
+            environ = _environ(pid)
+            assert environ["COLEARN_PORT"] == str(first + i)
+            assert environ["COLEARN_METRICS_PORT"] == "0"  # 0 stays 0: no metrics for any of them
+            assert environ["COLEARN_HOST"] == "127.0.0.1"
+            assert environ["COLEARN_WORKER_THREADS"] == "3"  # the flag, over the parent's environment
+            assert environ["COLEARN_MAX_WEIGHTS_BYTES"] == str(2 * MIB)  # the parent's environment
+            assert environ["COLEARN_CHECKPOINT_DIR"] == str(tmp_path / "checkpoints" / f"learner_{i}")
+            assert environ["COLEARN_LOG_LEVEL"] == "WARNING"
+            assert "COLEARN_TLS_CERT" not in environ and "COLEARN_HEALTH_PORT" not in environ
+        # The learners took their settings from there: each made its own checkpoint folder.
+        assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == ["learner_0", "learner_1"]
+    finally:
+        parent.send_signal(signal.SIGTERM)
+        code = parent.wait(60)
+    assert code == 0
+
+
+def test_serve_n_counts_ports_up_and_keeps_zero(clean_env: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    settings = parse("--port=0", "--metrics-port=7100", "--health-port=7200", f"--checkpoint-dir={tmp_path}")
+    learners = [_learner_settings(settings, i) for i in range(3)]
+    assert [s.port for s in learners] == [0, 0, 0]  # each picks a free port
+    assert [s.metrics_port for s in learners] == [7100, 7101, 7102]
+    assert [s.health_port for s in learners] == [7200, 7201, 7202]
+    assert [s.checkpoint_dir for s in learners] == [tmp_path / f"learner_{i}" for i in range(3)]
+
+
+def test_serve_n_refuses_a_learner_whose_port_would_be_out_of_range(clean_env: pytest.MonkeyPatch) -> None:
+    settings = parse("--port=65535", "--metrics-port=0")
+    with pytest.raises(SystemExit, match=r"invalid configuration: port: .* \(learner 1\)"):
+        _learner_settings(settings, 1)
