@@ -80,10 +80,6 @@ def from_struct(struct: struct_pb2.Struct, what: str = "parameters") -> dict[str
     return value
 
 
-def json_from_struct(struct: struct_pb2.Struct, what: str = "parameters") -> str:
-    return json.dumps(from_struct(struct, what))
-
-
 def _plain(value: Any, where: str, depth: int) -> Any:
     if isinstance(value, struct_pb2.Struct | struct_pb2.ListValue):
         if depth > json_limits.MAX_DEPTH:

@@ -10,11 +10,10 @@ out of the root can reach files the operator did not hand to this learner.
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
+from typing import Any
 
-from colearn_contract import json_limits
 from colearn_contract.json_limits import quoted
 from colearn_learner.errors import DataAccessDeniedError, InvalidParametersError
 
@@ -24,16 +23,12 @@ NAME_MAX = 255
 PATH_MAX = 4096
 
 
-def confine_location(dataset_params: str, data_root: Path | None) -> str:
+def confine_location(dataset_params: dict[str, Any], data_root: Path | None) -> dict[str, Any]:
     """Returns the params with ``location`` checked and, under a data root, resolved within it; refuses
     a location that is not a usable path (INVALID_ARGUMENT) or lies outside the root (PERMISSION_DENIED)."""
-    try:
-        params = json_limits.loads(dataset_params or "{}", "the dataloader parameters")
-    except json_limits.JsonLimitError as exc:
-        raise InvalidParametersError(str(exc)) from None
-    if not isinstance(params, dict) or LOCATION_KEY not in params:
+    if LOCATION_KEY not in dataset_params:
         return dataset_params
-    location = params[LOCATION_KEY]
+    location = dataset_params[LOCATION_KEY]
     if not isinstance(location, str):
         raise InvalidParametersError("dataloader parameter 'location' must be a string path")
     _check_nameable(location)
@@ -46,8 +41,7 @@ def confine_location(dataset_params: str, data_root: Path | None) -> str:
         raise InvalidParametersError(f"location {quoted(location)} is not a usable path: {exc}") from None
     if not resolved.is_relative_to(root):
         raise DataAccessDeniedError(f"location {quoted(location)} is outside this learner's data root {root}")
-    params[LOCATION_KEY] = str(resolved)
-    return json.dumps(params)
+    return {**dataset_params, LOCATION_KEY: str(resolved)}
 
 
 def _check_nameable(location: str) -> None:

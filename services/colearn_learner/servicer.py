@@ -20,7 +20,7 @@ import grpc
 from colearn_contract import CONTRACT, __version__, criteria
 from colearn_contract.json_limits import shown
 from colearn_contract.model_stream import iter_model_parts, wire_name
-from colearn_contract.parameters import ParametersError, json_from_struct, to_struct
+from colearn_contract.parameters import ParametersError, from_struct, to_struct
 from colearn_contract.v1 import learner_pb2 as pb
 from colearn_contract.v1 import learner_pb2_grpc as pb_grpc
 from colearn_contract.weight_stream import (
@@ -195,8 +195,8 @@ class LearnerServicer(pb_grpc.LearnerServicer):
             valid = ", ".join(sorted(self._factory.get_dataloaders()))
             raise InvalidParametersError(f"dataloader_name is required; valid dataloaders: {valid}")
         try:
-            model_params = json_from_struct(request.model_parameters, "model_parameters")
-            dataloader_params = json_from_struct(request.dataloader_parameters, "dataloader_parameters")
+            model_params = from_struct(request.model_parameters, "model_parameters")
+            dataloader_params = from_struct(request.dataloader_parameters, "dataloader_parameters")
         except ParametersError as exc:
             raise InvalidParametersError(str(exc)) from None
         result = self._host.setup(

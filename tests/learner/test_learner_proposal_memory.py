@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import json
-
 import pytest
 
 from colearn_learner import ExampleMliFactory
@@ -14,7 +12,7 @@ from colearn_learner.model_host import ModelHost
 
 def test_accepting_one_proposal_drops_the_other_cached_ones() -> None:
     host = ModelHost(ExampleMliFactory(), LearnerMetrics(), proposal_cache_size=4)
-    host.setup("SKLEARN_DIGITS", "{}", "DIGITS", json.dumps({"shard": 0, "n_shards": 2}))
+    host.setup("SKLEARN_DIGITS", {}, "DIGITS", {"shard": 0, "n_shards": 2})
     first, second = host.propose(), host.propose()
     host.accept(first.proposal_id)
     with pytest.raises(ProposalNotFoundError):

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import json
-
 import pytest
 
 from colearn_learner import ExampleMliFactory
@@ -11,20 +9,20 @@ from colearn_learner.errors import ModelReplacedError
 from colearn_learner.metrics import LearnerMetrics
 from colearn_learner.model_host import ModelHost
 
-DIGITS = json.dumps({"shard": 0, "n_shards": 2})
+DIGITS = {"shard": 0, "n_shards": 2}
 
 
 @pytest.mark.parametrize("call", ["test", "set_weights"])
 def test_a_setup_between_decode_and_use_aborts_the_call(call: str) -> None:
     host = ModelHost(ExampleMliFactory(), LearnerMetrics())
-    host.setup("SKLEARN_DIGITS", "{}", "DIGITS", DIGITS)
+    host.setup("SKLEARN_DIGITS", {}, "DIGITS", DIGITS)
     weights = host.current_weights()
     before = host.status.weights_sha256
     decode = host._decode_for_model
 
     def decode_then_replace(encoded):  # the interleaving a concurrent MLSetup can cause
         decoded = decode(encoded)
-        host.setup("SKLEARN_DIGITS", json.dumps({"learning_rate": 0.5}), "DIGITS", DIGITS)
+        host.setup("SKLEARN_DIGITS", {"learning_rate": 0.5}, "DIGITS", DIGITS)
         return decoded
 
     host._decode_for_model = decode_then_replace
