@@ -6,7 +6,7 @@ import abc
 import functools
 import json
 from collections import ChainMap
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -15,6 +15,7 @@ from colearn_contract.json_limits import quoted
 from colearn_contract.mli import MachineLearningInterface
 from colearn_learner import model_families
 from colearn_learner.errors import IncompatibleSetupError, MissingFrameworkError, UnknownNameError
+from colearn_learner.model_files import ModelFileWriter
 from colearn_learner.registry import DataloaderDef, FactoryRegistry, ModelArchitectureDef, ModelRegistry
 
 
@@ -75,6 +76,11 @@ class MliFactory(abc.ABC):
         build = functools.partial(self.get_mli, model_name, model_params, dataloader_name, dataset_params)
         return PreparedSetup(key=key, build=build)
 
+    def model_file_writers(self) -> Sequence[ModelFileWriter]:
+        """How this factory's models are written as framework-native files (``GetCurrentModel``); a
+        factory without any serves weights only."""
+        return ()
+
 
 def _canonical(params: str) -> Any:
     try:
@@ -118,6 +124,9 @@ class ExampleMliFactory(MliFactory):
     @property
     def _models(self) -> Mapping[str, ModelArchitectureDef]:
         return ChainMap(FactoryRegistry.default.model_architectures, self.registry.model_architectures)
+
+    def model_file_writers(self) -> Sequence[ModelFileWriter]:
+        return [*FactoryRegistry.default.model_files, *self.registry.model_files]
 
     def get_dataloaders(self) -> dict[str, dict[str, Any]]:
         return {name: dict(d.default_parameters) for name, d in self._loaders.items()}

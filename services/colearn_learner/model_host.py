@@ -8,14 +8,16 @@ GetStatus, metrics) read ``status``, an immutable snapshot that is swapped whole
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 import threading
 import time
 import uuid
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from colearn_contract import __version__
 from colearn_contract.json_limits import quoted
@@ -29,7 +31,7 @@ from colearn_learner.data_access import confine_location
 from colearn_learner.errors import BadWeightsError, ModelReplacedError, NotSetUpError, ProposalNotFoundError
 from colearn_learner.factory import MliFactory
 from colearn_learner.metrics import LearnerMetrics
-from colearn_learner.model_files import NoModelFileError, choose_format, write_model_file
+from colearn_learner.model_files import NoModelFileError, choose_writer
 from colearn_learner.proposal_cache import Proposal, ProposalCache
 from colearn_learner.weight_adapters import (
     WeightsMismatchError,
@@ -105,12 +107,18 @@ class ModelHost:
         return self._mli
 
     def setup(
-        self, model_name: str, model_params: str, dataloader_name: str, dataset_params: str
+        self,
+        model_name: str,
+        model_params: Mapping[str, Any],
+        dataloader_name: str,
+        dataset_params: Mapping[str, Any],
     ) -> SetupResult:
-        dataset_params = confine_location(dataset_params, self._data_root)
-        # The request is checked once, here, before the lock (unknown names, bad parameters);
-        # ``prepared.build`` builds from the checked values without reading the JSON again.
-        prepared = self._factory.prepare(model_name, model_params, dataloader_name, dataset_params)
+        """Sets a model up from parameters the servicer read off the wire (plain values). They become the
+        JSON text colearn's factory API takes once, and the factory checks that once, here, before the
+        lock (unknown names, bad parameters); ``prepared.build`` builds from the checked values."""
+        confined = confine_location(dict(dataset_params), self._data_root)
+        model_params = json.dumps(model_params)
+        prepared = self._factory.prepare(model_name, model_params, dataloader_name, json.dumps(confined))
         key = prepared.key
         with self._lock:
             if self._mli is not None and key == self._setup_key:
@@ -120,7 +128,7 @@ class ModelHost:
             encoded = EncodedWeights.wrap(data)
             mli, resumed = self._resume(key, model_name, dataloader_name, mli, signature, prepared.build)
             self._mli, self._setup_key, self._signature = mli, key, signature
-            self._model_params = model_params or "{}"
+            self._model_params = model_params
             self._current = _unnamed(resumed.payload, resumed.weights_sha256) if resumed else encoded
             self._proposals.clear()
             self._accepted_ids.clear()
@@ -341,14 +349,16 @@ class ModelHost:
                     f"model {status.model_name} has no framework-native file (its MLI does not implement "
                     "mli_get_current_model); GetCurrentWeights gives its weights"
                 ) from None
-            chosen = choose_format(status.model_name, current, model_format)
+            writer = choose_writer(
+                status.model_name, current, model_format, self._factory.model_file_writers()
+            )
             metadata = model_metadata(
                 status.model_name, status.dataloader_name, self._model_params, status.accepted_rounds, ""
             )
             metadata[WEIGHTS_SHA256_KEY] = status.weights_sha256
-            data = write_model_file(current, chosen, metadata)
+            data = writer.write(current.model, metadata)
         return ModelFile(
-            format=chosen,
+            format=writer.file_format,
             data=data,
             model_name=status.model_name,
             dataloader_name=status.dataloader_name,

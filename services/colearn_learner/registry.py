@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import inspect
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -23,6 +23,7 @@ import pydantic
 from colearn_contract.json_limits import quoted, shown
 from colearn_learner.data_tools import DataTool
 from colearn_learner.errors import InvalidParametersError
+from colearn_learner.model_files import ModelFileWriter
 
 _log = logging.getLogger(__name__)
 
@@ -114,17 +115,19 @@ class ModelArchitectureDef:
 
 
 class ModelRegistry:
-    """What a set of plugins can build, by tag: dataloaders, model architectures and data tools.
+    """What a set of plugins can build, by tag: dataloaders, model architectures and data tools, and how
+    its models are written as files (``model_files``, for ``GetCurrentModel``).
 
     ``extra`` names the optional dependencies (a ``colearn-fleet`` extra) the family's models import
     when they are built, so that a learner without them can say what to install.
     """
 
-    def __init__(self, extra: str | None = None) -> None:
+    def __init__(self, extra: str | None = None, model_files: Iterable[ModelFileWriter] = ()) -> None:
         self.extra = extra
         self.dataloaders: dict[str, DataloaderDef] = {}
         self.model_architectures: dict[str, ModelArchitectureDef] = {}
         self.data_tools: dict[str, DataTool] = {}
+        self.model_files: list[ModelFileWriter] = list(model_files)
 
     def register_dataloader(self, name: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
         """Registers ``func(**params) -> data``; the data is handed to a compatible model builder."""
@@ -164,6 +167,7 @@ class ModelRegistry:
         ):
             for name, definition in theirs.items():
                 self._add(mine, kind, name, definition)
+        self.model_files += [writer for writer in other.model_files if writer not in self.model_files]
 
     @staticmethod
     def _add(table: dict[str, Any], kind: str, name: str, definition: Any) -> None:

@@ -20,11 +20,12 @@ from pydantic import Field
 
 from colearn_learner.parameter_types import BatchSize, LearningRate, NonNegativeFloat, Ratio, Seed, Steps
 from colearn_learner.registry import ModelRegistry
+from colearn_models.support import sklearn_support
 from colearn_models.support.feature_shards import FeatureShard, load_feature_shard
 from colearn_models.support.shard_files import scored_subsets
 from colearn_models.support.sklearn_support import LinearSgdLearner
 
-registry = ModelRegistry(extra="sklearn")
+registry = ModelRegistry(extra="sklearn", model_files=[sklearn_support.MODEL_FILE])
 
 FAMILY = "FRAUD"
 #: Label order: the label is ``isFraud``.

@@ -9,9 +9,10 @@ from __future__ import annotations
 
 from colearn_learner.registry import ModelRegistry
 from colearn_models.keras_mnist.models import prepare_conv_net
+from colearn_models.support import keras_support
 from colearn_models.support.image_shards import register_image_dataloader
 
-registry = ModelRegistry(extra="keras")
+registry = ModelRegistry(extra="keras", model_files=[keras_support.MODEL_FILE])
 
 CIFAR10_SHAPE = (32, 32, 3)
 

@@ -10,9 +10,10 @@ from typing import Any
 from colearn_learner.parameter_types import BatchSize, HiddenUnits, LearningRate, Seed
 from colearn_learner.registry import ModelRegistry
 from colearn_models.digits.models import DigitsData
+from colearn_models.support import keras_support
 from colearn_models.support.keras_support import KerasLearner, KerasSteps, Scoring
 
-registry = ModelRegistry(extra="keras")
+registry = ModelRegistry(extra="keras", model_files=[keras_support.MODEL_FILE])
 
 
 def dense_net(keras: Any, n_features: int, hidden: int, n_classes: int) -> Any:

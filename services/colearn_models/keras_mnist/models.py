@@ -16,10 +16,11 @@ from typing import Any
 
 from colearn_learner.parameter_types import DropoutRate, LearningRate, Seed
 from colearn_learner.registry import ModelRegistry
+from colearn_models.support import keras_support
 from colearn_models.support.image_shards import ImageData, register_image_dataloader
 from colearn_models.support.keras_support import KerasLearner, KerasSteps, image_learner
 
-registry = ModelRegistry(extra="keras")
+registry = ModelRegistry(extra="keras", model_files=[keras_support.MODEL_FILE])
 
 MNIST_SHAPE = (28, 28, 1)
 

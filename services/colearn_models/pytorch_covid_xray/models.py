@@ -19,11 +19,12 @@ import numpy as np
 
 from colearn_learner.parameter_types import BatchSize, DropoutRate, LearningRate, Ratio, Seed, Steps
 from colearn_learner.registry import ModelRegistry
+from colearn_models.support import torch_support
 from colearn_models.support.feature_shards import FeatureShard, load_feature_shard
 from colearn_models.support.shard_files import scored_subsets
 from colearn_models.support.torch_support import TorchLearner
 
-registry = ModelRegistry(extra="torch")
+registry = ModelRegistry(extra="torch", model_files=[torch_support.MODEL_FILE])
 
 FAMILY = "PYTORCH_COVID_XRAY"
 N_FEATURES = 64

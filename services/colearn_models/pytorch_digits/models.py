@@ -9,9 +9,10 @@ from typing import Any
 from colearn_learner.parameter_types import Count, Epochs, HiddenUnits, LearningRate, Seed
 from colearn_learner.registry import ModelRegistry
 from colearn_models.digits.models import DigitsData
+from colearn_models.support import torch_support
 from colearn_models.support.torch_support import TorchLearner, torch_device
 
-registry = ModelRegistry(extra="torch")
+registry = ModelRegistry(extra="torch", model_files=[torch_support.MODEL_FILE])
 
 
 class PytorchDigitsLearner(TorchLearner):

@@ -22,11 +22,12 @@ from pydantic import Field
 
 from colearn_learner.parameter_types import BatchSize, LearningRate, Ratio, Seed, Steps
 from colearn_learner.registry import ModelRegistry
+from colearn_models.support import torch_support
 from colearn_models.support.shard_files import SplitIndices, require_folder, scored_subsets, split_indices
 from colearn_models.support.torch_support import TorchLearner
 from colearn_models.support.xray_images import CLASSES, IMAGE_SIZE, load_xray_folder
 
-registry = ModelRegistry(extra="torch")
+registry = ModelRegistry(extra="torch", model_files=[torch_support.MODEL_FILE])
 
 FAMILY = "PYTORCH_XRAY"
 

@@ -9,9 +9,10 @@ import numpy as np
 from colearn_learner.parameter_types import Count, Epochs, LearningRate, Seed
 from colearn_learner.registry import ModelRegistry
 from colearn_models.digits.models import DigitsData
+from colearn_models.support import sklearn_support
 from colearn_models.support.sklearn_support import LinearSgdLearner
 
-registry = ModelRegistry(extra="sklearn")
+registry = ModelRegistry(extra="sklearn", model_files=[sklearn_support.MODEL_FILE])
 
 
 class SklearnDigitsLearner(LinearSgdLearner):

@@ -32,7 +32,8 @@ import numpy as np
 from pydantic import Field
 
 from colearn_contract.mli import ColearnModel
-from colearn_learner.model_files import NoModelFileError
+from colearn_contract.v1 import learner_pb2 as pb
+from colearn_learner.model_files import ModelFileWriter, NoModelFileError
 from colearn_learner.parameter_types import Steps
 from colearn_models.support.image_shards import ImageData
 from colearn_models.support.scored_learner import ScoredLearner
@@ -273,3 +274,7 @@ class BatchStream:
         batch = self._order[self._cursor : self._cursor + self._batch_size]
         self._cursor += self._batch_size
         return np.sort(batch)  # sorted indices read memory in order
+
+
+#: How a Keras family's model is written as a file (``GetCurrentModel``); its families register it.
+MODEL_FILE = ModelFileWriter("keras", pb.MODEL_FORMAT_KERAS, lambda model, metadata: keras_file(model))

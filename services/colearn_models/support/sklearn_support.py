@@ -19,6 +19,8 @@ import numpy as np
 import safetensors.numpy
 
 from colearn_contract.mli import ColearnModel
+from colearn_contract.v1 import learner_pb2 as pb
+from colearn_learner.model_files import ModelFileWriter
 from colearn_models.support.scored_learner import ScoredLearner
 
 
@@ -88,3 +90,7 @@ def estimator_file(model: Any, metadata: Mapping[str, str]) -> bytes:
         "sklearn.version": sklearn.__version__,
     }
     return safetensors.numpy.save(arrays, metadata={**metadata, **described})
+
+
+#: How a scikit-learn family's model is written as a file (``GetCurrentModel``); its families register it.
+MODEL_FILE = ModelFileWriter("sklearn", pb.MODEL_FORMAT_SAFETENSORS, estimator_file)

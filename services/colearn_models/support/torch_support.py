@@ -24,6 +24,8 @@ from typing import Any
 import numpy as np
 
 from colearn_contract.mli import ColearnModel
+from colearn_contract.v1 import learner_pb2 as pb
+from colearn_learner.model_files import ModelFileWriter
 from colearn_models.support.scored_learner import ScoredLearner
 
 
@@ -112,3 +114,7 @@ def state_dict_file(model: Any, metadata: Mapping[str, str]) -> bytes:
             raise TypeError(f"state_dict entry {name!r} is a {type(value).__name__}, not a tensor")
         tensors[name] = value.detach().to("cpu", copy=True).contiguous()
     return safetensors.torch.save(tensors, metadata=dict(metadata))
+
+
+#: How a torch family's model is written as a file (``GetCurrentModel``); its families register it.
+MODEL_FILE = ModelFileWriter("pytorch", pb.MODEL_FORMAT_SAFETENSORS, state_dict_file)
