@@ -26,7 +26,7 @@ def wait_until_serving(address: str, timeout: float, service: str = "") -> None:
     deadline = time.monotonic() + timeout
     while True:
         # A fresh channel per attempt: a reused one backs off for a second after its first refused
-        # connection, which would make a learner that is ready in 0.4 s look ready only after 1.4 s.
+        # connection, which would make a learner that is ready at once look ready a second late.
         with grpc.insecure_channel(address) as channel:
             try:
                 request = health_pb2.HealthCheckRequest(service=service)

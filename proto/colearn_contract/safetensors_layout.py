@@ -4,19 +4,14 @@ The layout is documented by the safetensors project: an 8-byte little-endian hea
 that gives each tensor's dtype, shape and ``data_offsets`` (plus an optional ``__metadata__`` map of
 strings), padded with spaces, then the raw little-endian tensors back to back, with no gaps.
 
-Why not the library's ``save``/``load``: it builds a buffer through fresh allocations and reads one back
-only from ``bytes``, copying every tensor again. On 100 MiB of float32 (this machine, median of 5):
-
-| step | library | here |
-|---|---|---|
-| encode | ``safetensors.numpy.save`` 0.127 s | one ``np.empty`` buffer, one copy of each tensor: 0.019 s |
-| decode | ``bytes(buffer)`` 0.066 s + ``load`` 0.056 s | ``np.frombuffer`` views: ~0 s |
-
-A round moves one proposal through an encode and four decodes, so this is about 0.6 CPU-seconds of the
-100 MiB round. Every check the library makes when it loads is made here as well (offsets contiguous from
-0 to the end of the buffer, sizes matching dtype x shape, known dtypes, a JSON object header), and the
-tests hold this module to the library both ways: the library loads what this module writes, and this
-module reads what the library writes, with equal arrays.
+Why not the library's ``save``/``load``: it builds a buffer through fresh allocations and reads one back only
+from ``bytes``, copying every tensor again, where this module encodes into one ``np.empty`` buffer with one
+copy of each tensor and decodes as ``np.frombuffer`` views. A round moves one proposal through an encode and
+four decodes, so the difference is a large share of a big round's CPU time (BENCHMARKS.md, "Code figures").
+Every check the library makes when it loads is made here as well (offsets contiguous from 0 to the end of the
+buffer, sizes matching dtype x shape, known dtypes, a JSON object header), and the tests hold this module to
+the library both ways: the library loads what this module writes, and this module reads what the library
+writes, with equal arrays.
 """
 
 from __future__ import annotations
@@ -93,8 +88,8 @@ def write(tensors: Mapping[str, np.ndarray], metadata: Mapping[str, str]) -> mem
         offset += array.nbytes
     head = json.dumps(header, separators=(",", ":")).encode()
     head += b" " * (-len(head) % 8)
-    # np.empty leaves pages untouched until written, and numpy asks for huge pages on large buffers: a
-    # fresh 100 MiB bytes object costs ~0.07 s in page faults alone.
+    # np.empty leaves pages untouched until written, and numpy asks for huge pages on large buffers, where
+    # a fresh bytes object of the same size pays a page fault per 4 KiB.
     buffer = np.empty(8 + len(head) + offset, dtype=np.uint8)
     buffer[:8] = np.frombuffer(struct.pack("<Q", len(head)), dtype=np.uint8)
     position = 8 + len(head)

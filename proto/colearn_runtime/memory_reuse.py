@@ -7,21 +7,18 @@ of the heap top), so the next stream touches fresh pages again: one page fault p
 heap (bigger buffers, such as a whole model's, still get their own mapping and go back when freed), and the
 heap top is trimmed only beyond 128 MiB of free space.
 
-Measured on the 100 MiB round with 4 learners (``benchmarks/bench_round_100mb.py``, this 2-core machine,
-medians of 5): 0.84 s without, 0.55 s with the settings in the learners. The backend keeps every part of
-a relayed proposal, so its streams fault the same way (60,000 minor faults per round without them); see
-``benchmarks/BENCHMARKS.md`` for the figures with both applied. ``colearn-learner serve`` and the
+The 100 MiB round is markedly faster with the settings in the learners, and the backend, which keeps
+every part of a relayed proposal, faults the same way without them (BENCHMARKS.md, "Code figures").
+``colearn-learner serve`` and the
 ``colearn-backend`` command apply them at start; a process that merely imports the packages (embedding
 ``GRPCServer`` or ``LearnerClient``) keeps its own allocator settings. The price is memory a process holds
 after a stream, at most the trim threshold; the next stream reuses it.
 
-``one_heap`` also makes all threads share one heap. gRPC's own threads allocate message buffers; with
-glibc's default of a heap per thread, each heap kept free memory of its own, and the backend's peak RSS in
-an 8-learner 100 MiB round rose from 2.4x to 3.1-3.3x the weights. With one heap it is 1.9x and the round
-did not slow down (0.55 s and 0.51 s against 0.82 s and 0.55 s, medians of 5, alternated runs). The
-backend uses it. A learner does not: one heap made its rounds no faster (0.519/0.489 s against
-0.518/0.498 s), and the ML frameworks it hosts allocate from many threads, where one heap's lock could
-cost on a many-core host (not measurable on this 2-core machine).
+``one_heap`` also makes all threads share one heap. gRPC's own threads allocate message buffers; with glibc's
+default of a heap per thread, each heap kept free memory of its own and the backend's peak memory in a big
+round grew well past the weights' size; with one heap it stays lower and the round is no slower. The backend
+uses it. A learner does not: one heap made its rounds no faster, and the ML frameworks it hosts allocate from
+many threads, where one heap's lock could cost on a many-core host (BENCHMARKS.md, "Code figures").
 """
 
 from __future__ import annotations

@@ -17,7 +17,7 @@ if TYPE_CHECKING:
     from colearn_learner.settings import Settings
 
 # Loaded on first use (PEP 562), so that `colearn-learner health`, the container HEALTHCHECK run every few
-# seconds, does not import the server, numpy and pydantic: 0.30 s of imports down to a few milliseconds.
+# seconds, does not import the server, numpy and pydantic (BENCHMARKS.md, "Code figures").
 _PUBLIC = {
     "ColearnModel": "colearn_contract.mli",
     "MachineLearningInterface": "colearn_contract.mli",

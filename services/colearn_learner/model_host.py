@@ -89,7 +89,8 @@ class ModelHost:
         self._proposals = ProposalCache(proposal_cache_size)
         # The current weights as they were encoded when they arrived or were made. Every way weights
         # change (setup, accept, set) already has this buffer, so GetCurrentWeights never encodes and a
-        # checkpoint never encodes: 0.08 s per 100 MiB saved per call, for one buffer of the model's size.
+        # checkpoint never encodes, for the price of one buffer of the model's size (BENCHMARKS.md,
+        # "Code figures").
         self._current: EncodedWeights | None = None
         self.status = LearnerStatus()
 
@@ -324,7 +325,7 @@ class ModelHost:
 
     def _adopted(self, sha256: str, vote: float | None, test: float | None, *, count_round: bool) -> None:
         # Every cached proposal was built on the weights just replaced: none can be accepted sensibly any
-        # more, and each may hold a whole model (measured: 3.3x the model's size per learner otherwise).
+        # more, and each may hold a whole model (BENCHMARKS.md, "Code figures").
         self._proposals.clear()
         rounds = self.status.accepted_rounds + (1 if count_round else 0)
         self._update(weights_sha256=sha256, vote_score=vote, test_score=test, accepted_rounds=rounds)

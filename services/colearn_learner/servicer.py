@@ -41,9 +41,9 @@ from colearn_learner.stream_deadline import within_deadline
 _log = logging.getLogger(__name__)
 
 
-#: How long a truncated upload waits to learn whether its client cancelled. Measured: in 1 of 12 runs of
-#: the cancel test the stream ended first, and the cancellation followed 9 ms later. A client that really
-#: stopped early waits this long for its INVALID_ARGUMENT.
+#: How long a truncated upload waits to learn whether its client cancelled: gRPC may end the stream before
+#: it reports the cancellation (BENCHMARKS.md, "Code figures"). A client that really stopped early
+#: waits this long for its INVALID_ARGUMENT.
 _CANCELLATION_SETTLE_SECONDS = 0.2
 #: The longest status message a learner sends. gRPC carries the message in trailing metadata, which a
 #: client refuses beyond 16 KiB (it then reports RESOURCE_EXHAUSTED instead of the real status); the

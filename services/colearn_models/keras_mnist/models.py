@@ -82,8 +82,9 @@ def prepare_keras_mnist_resnet(
     run_eagerly: bool = False,
     dropout: DropoutRate = 0.5,
 ) -> KerasLearner:
-    """Tracing ResNet50's training graph takes ~18 s on a 2-core CPU; ``run_eagerly`` skips it (and the
-    scoring graph's ~1 s) at ~2x the time per step, which pays off below ~30 steps in a learner's life."""
+    """Tracing ResNet50's training graph is slow on a CPU; ``run_eagerly`` skips it (and the scoring
+    graph's) at a higher cost per step, which pays off for a learner that trains few steps in its life
+    (BENCHMARKS.md, "Code figures")."""
 
     def build(keras: Any) -> Any:
         return resnet_net(keras, data.n_classes, dropout)

@@ -1,7 +1,7 @@
 """What the Keras families share: a lazy, quiet TensorFlow import, and a learner base with colearn's rules.
 
 - TensorFlow is imported when the first Keras model is set up, never when this module is: a learner that
-  serves other families never pays its 4-6 s and 0.5 GiB.
+  serves other families never pays its start-up time and memory.
 - On a GPU, memory growth is switched on before anything touches the device, so several learner processes
   can share one GPU instead of the first one reserving all of its memory.
 - Every learner builds its network right after seeding Keras with the model's ``seed``, under one lock
