@@ -60,6 +60,7 @@ def server_settings(settings: Settings | None = None, **overrides: Any) -> Setti
     Built from the environment, a server serves metrics only where it is asked to (``metrics_port=`` or
     ``COLEARN_METRICS_PORT``): the tutorial builds several servers in one script, and one default port
     would let only the first of them start."""
+    overrides = _colearn_keywords(overrides)
     unknown = sorted(set(overrides) - set(Settings.model_fields))
     if unknown:
         raise TypeError(f"GRPCServer() got an unexpected keyword argument {unknown[0]!r}")
@@ -69,6 +70,25 @@ def server_settings(settings: Settings | None = None, **overrides: Any) -> Setti
         if "metrics_port" not in settings.model_fields_set:
             given.setdefault("metrics_port", 0)
     return settings.updated(**given)
+
+
+def _colearn_keywords(overrides: dict[str, Any]) -> dict[str, Any]:
+    """colearn's own ``GRPCServer`` keywords as settings: ``max_workers`` is ``worker_threads`` (at least
+    2: one thread stays free for health checks), and ``enable_encryption`` with ``server_key`` and
+    ``server_crt`` (PEM file paths) turns TLS on."""
+    overrides = dict(overrides)
+    max_workers = overrides.pop("max_workers", None)
+    if max_workers is not None:
+        overrides.setdefault(
+            "worker_threads", max(2, max_workers) if isinstance(max_workers, int) else max_workers
+        )
+    key, crt = overrides.pop("server_key", None), overrides.pop("server_crt", None)
+    if overrides.pop("enable_encryption", False):
+        if not (key and crt):
+            raise ValueError("enable_encryption needs server_key and server_crt (PEM file paths)")
+        overrides.setdefault("tls_key", key)
+        overrides.setdefault("tls_cert", crt)
+    return overrides
 
 
 class GRPCServer:

@@ -301,3 +301,32 @@ def test_a_client_configuration_that_cannot_work_is_refused_at_once(
 ) -> None:
     with pytest.raises(TransportSecurityError, match=mentions):
         ClientSecurity(**fields)  # type: ignore[arg-type]
+
+
+# --- colearn's own GRPCServer keywords --------------------------------------------------------------------
+
+
+def test_colearns_encryption_keywords_serve_tls(pki: Pki) -> None:
+    """colearn's ``GRPCServer(mli_factory, port, max_workers, enable_encryption, server_key, server_crt)``."""
+    from colearn_learner import ExampleMliFactory, GRPCServer
+
+    server = GRPCServer(
+        ExampleMliFactory(), 0, host="127.0.0.1", max_workers=5,
+        enable_encryption=True, server_key=str(pki.server.key), server_crt=str(pki.server.cert),
+    ).start()  # fmt: skip
+    try:
+        assert server.settings.worker_threads == 5 and server.settings.tls_cert == pki.server.cert
+        address = f"127.0.0.1:{server.port}"
+        assert health_status(address, security=ClientSecurity(tls_ca=pki.ca)) == SERVING
+        code, _ = rpc_code(lambda: health_status(address))  # plaintext is not served
+        assert code == UNAVAILABLE
+    finally:
+        server.stop(grace=0)
+
+
+@pytest.mark.parametrize("files", [{}, {"server_key": "k.pem"}, {"server_crt": "c.pem"}])
+def test_encryption_asked_for_without_its_files_is_refused_never_plaintext(files: dict[str, str]) -> None:
+    from colearn_learner import ExampleMliFactory, GRPCServer
+
+    with pytest.raises(ValueError, match="enable_encryption needs server_key and server_crt"):
+        GRPCServer(ExampleMliFactory(), 0, enable_encryption=True, **files)
