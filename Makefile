@@ -11,6 +11,8 @@ DOCKER        ?= docker
 COMPOSE       ?= docker compose
 IMAGE_TAG     ?= 0.1.0
 IMAGE_EXTRAS  ?= keras,torch
+# IMAGE_FAMILIES: the model families the learner image serves (empty: every installed one).
+IMAGE_FAMILIES ?=
 BASE_IMAGE    ?= python:3.11.11-slim-bookworm
 GPU_BASE_IMAGE ?= nvidia/cuda:12.8.1-cudnn-runtime-ubuntu24.04
 LEARNER_IMAGE ?= colearn-learner:$(IMAGE_TAG)
@@ -85,12 +87,13 @@ bench: install
 # The learner image (IMAGE_EXTRAS) and the backend image (no ML library).
 image:
 	$(DOCKER) build -f learner_image/Dockerfile $(IMAGE_BUILD_ARGS) --build-arg EXTRAS=$(IMAGE_EXTRAS) \
-		-t $(LEARNER_IMAGE) .
+		--build-arg FAMILIES=$(IMAGE_FAMILIES) -t $(LEARNER_IMAGE) .
 	$(DOCKER) build -f learner_image/Dockerfile.backend $(IMAGE_BUILD_ARGS) -t $(BACKEND_IMAGE) .
 
 image-gpu:
 	$(DOCKER) build -f learner_image/Dockerfile.gpu --build-arg BASE_IMAGE=$(GPU_BASE_IMAGE) \
-		--build-arg WHEELHOUSE=$(WHEELHOUSE) --build-arg EXTRAS=$(IMAGE_EXTRAS) -t $(LEARNER_GPU_IMAGE) .
+		--build-arg WHEELHOUSE=$(WHEELHOUSE) --build-arg EXTRAS=$(IMAGE_EXTRAS) \
+		--build-arg FAMILIES=$(IMAGE_FAMILIES) -t $(LEARNER_GPU_IMAGE) .
 
 # Every wheel the CPU images install, for `make image WHEELHOUSE=wheelhouse` on a machine without an index.
 wheelhouse: install

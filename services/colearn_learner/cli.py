@@ -27,6 +27,7 @@ def _log_level(text: str) -> str:
 
 
 _METAVARS: dict[Any, str] = {int: "N", float: "SECONDS", Path: "PATH", str: "TEXT"}
+_LIST_METAVARS = {"plugins": "MODULE", "model_families": "FAMILY"}
 
 
 def add_setting_flags(parser: argparse.ArgumentParser) -> None:
@@ -61,7 +62,7 @@ def add_setting_flags(parser: argparse.ArgumentParser) -> None:
             name,
             action="append" if is_list(field) else "store",
             type=kind if kind in (int, float) else str,
-            metavar="MODULE" if is_list(field) else _METAVARS.get(kind, "SECRET"),
+            metavar=_LIST_METAVARS.get(name, "NAME") if is_list(field) else _METAVARS.get(kind, "SECRET"),
             help=help_text.replace("%", "%%"),  # argparse formats help with %
         )
     add_flag(parser, "log_level", type=_log_level, default=None, help="default INFO, or COLEARN_LOG_LEVEL")
@@ -104,8 +105,9 @@ def _settings(args: argparse.Namespace) -> Any:
     overrides: dict[str, Any] = {
         name: getattr(args, name) for name in Settings.model_fields if getattr(args, name, None) is not None
     }
-    if "plugins" in overrides:
-        overrides["plugins"] = ",".join(overrides["plugins"])
+    for name, value in overrides.items():
+        if isinstance(value, list):  # a repeatable flag; each value may be a comma-separated list too
+            overrides[name] = ",".join(value)
     try:
         return Settings(**overrides)
     except ValidationError as exc:
@@ -132,7 +134,12 @@ def serve(args: argparse.Namespace) -> int:
 
     reuse_freed_memory(one_heap=False)  # this process is a learner: it streams weights all its life
 
-    factory = ExampleMliFactory()
+    from colearn_learner.model_families import ModelFamilyError
+
+    try:
+        factory = ExampleMliFactory(families=settings.model_families)
+    except ModelFamilyError as exc:
+        raise SystemExit(f"colearn-learner: {exc}") from None
     _load_plugins(settings.plugins)
     try:
         GRPCServer(mli_factory=factory, settings=settings).run()  # logs its ports once it serves

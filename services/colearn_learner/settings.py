@@ -104,8 +104,13 @@ class Settings(BaseSettings):
         default_factory=list,
         description="modules to import before serving, so that their registry decorators run",
     )
+    model_families: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="the installed model families to serve (colearn.models entry points, comma-separated); "
+        "empty serves every one: an image built for one family names it",
+    )
 
-    @field_validator("plugins", mode="before")
+    @field_validator("plugins", "model_families", mode="before")
     @classmethod
     def _split_plugins(cls, value: object) -> object:
         if isinstance(value, str):

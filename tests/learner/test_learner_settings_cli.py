@@ -6,6 +6,7 @@ import os
 import re
 import signal
 import subprocess
+import sys
 from pathlib import Path
 
 import grpc
@@ -222,6 +223,29 @@ def test_plugins_from_the_environment_load_in_a_real_learner(learner_processes, 
     with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
         supported = learner_stub(channel).QuerySupportedSystem(pb.QuerySupportedSystemRequest(), timeout=30)
     assert {"ENVA_MODEL", "ENVB_MODEL"} <= {m.name for m in supported.models}
+
+
+def test_a_learner_serves_the_model_families_it_is_given(learner_processes) -> None:
+    """An image built for one family sets COLEARN_MODEL_FAMILIES: its learners list only what they build."""
+    port = free_port()
+    learner_processes.start(port, "--model_families=sklearn_digits", env={"COLEARN_MODEL_FAMILIES": "fraud"})
+    with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+        supported = learner_stub(channel).QuerySupportedSystem(pb.QuerySupportedSystemRequest(), timeout=30)
+    assert [m.name for m in supported.models] == ["SKLEARN_DIGITS"]  # the flag wins over the environment
+    assert [d.name for d in supported.dataloaders] == []  # DIGITS is the digits family's
+
+
+def test_an_unknown_model_family_is_one_line_naming_the_installed_ones(clean_env: pytest.MonkeyPatch) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "colearn_learner", "serve", "--port=0", "--metrics-port=0",
+         "--model-families=digits,no_such_family"],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert done.returncode == 1
+    assert done.stderr.strip().splitlines() == [
+        "colearn-learner: unknown model family 'no_such_family'; installed: digits, fraud, keras_cifar10, "
+        "keras_digits, keras_mnist, pytorch_covid_xray, pytorch_digits, pytorch_xray, sklearn_digits"
+    ]
 
 
 # --- `colearn-learner serve-n`: its learners get their settings in their environment -----------------------
