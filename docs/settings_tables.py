@@ -1,4 +1,4 @@
-"""The learner settings tables of README.md and helm/colearn-fleet/README.md, made from ``Settings``.
+"""The learner settings tables of docs/settings.md and helm/colearn-fleet/README.md, made from ``Settings``.
 
 Each table sits between two marker comments in its file and is never edited by hand: change a field of
 ``colearn_learner.settings.Settings`` (its default, limits or description), or the chart's learner
@@ -21,7 +21,7 @@ from pathlib import Path
 from colearn_learner.settings import Settings, default_text, env_variable, is_list, limits_text
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-README = REPO_ROOT / "README.md"
+SETTINGS_DOC = REPO_ROOT / "docs" / "settings.md"
 CHART_README = REPO_ROOT / "helm" / "colearn-fleet" / "README.md"
 STATEFULSET = REPO_ROOT / "helm" / "colearn-fleet" / "templates" / "statefulset.yaml"
 COMMAND = "python docs/settings_tables.py"
@@ -39,7 +39,7 @@ def _default(name: str) -> str:
     return f"`{text}`"
 
 
-def readme_table() -> str:
+def settings_doc_table() -> str:
     """Every setting: its variable, default, limits, and what it does."""
     lines = ["| variable | default | limits | meaning |", "|---|---|---|---|"]
     for name, field_info in Settings.model_fields.items():
@@ -151,7 +151,7 @@ class Table:
 
 
 TABLES = (
-    Table(README, "settings table", readme_table),
+    Table(SETTINGS_DOC, "settings table", settings_doc_table),
     Table(CHART_README, "learner settings table", chart_table),
 )
 

@@ -106,7 +106,7 @@ class Settings(BaseSettings):
     )
     model_families: Annotated[list[str], NoDecode] = Field(
         default_factory=list,
-        description="the installed model families to serve (colearn.models entry points, comma-separated); "
+        description="the installed model families to serve (names in the colearn.models entry-point group); "
         "empty serves every one: an image built for one family names it",
     )
 

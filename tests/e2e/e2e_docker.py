@@ -1,10 +1,10 @@
 """A private Docker engine for the e2e tests, and the few calls the tests make to it and to compose.
 
 Not a test module. The daemon has its own data root, exec root, socket and pidfile, and leaves the host's
-firewall, forwarding and bridges alone (the host's network is not ours to change): containers reach each other over compose's own
-network and the host reaches them only through ports published on 127.0.0.1. Whoever starts it stops it
-by its pidfile, even when a step failed; `.ci/run`'s trap reads the same pidfile if the harness itself
-is killed.
+firewall, forwarding and bridges alone (the host's network is not ours to change): containers reach each
+other over compose's own network and the host reaches them only through ports published on 127.0.0.1.
+Whoever starts it stops it by its pidfile, even when a step failed; `.ci/run`'s trap reads the same
+pidfile if the harness itself is killed.
 """
 
 from __future__ import annotations

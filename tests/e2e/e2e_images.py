@@ -1,7 +1,7 @@
 """The images the e2e tests run, built here without any registry.
 
-Not a test module. No image can be pulled on this machine and pip cannot reach the index from inside an
-image build on the machines this runs on, so: a Debian 12 base is made with debootstrap and imported; the Python
+Not a test module. No image can be pulled on the machines this runs on, and pip cannot reach the index
+from inside an image build, so: a Debian 12 base is made with debootstrap and imported; the Python
 packages come from a wheelhouse that pip downloads on the host, which the Dockerfiles take through their
 air-gapped build option (``WHEELHOUSE``); Prometheus is the host's own binary on that base.
 """

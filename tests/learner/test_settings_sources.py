@@ -1,5 +1,5 @@
 """Every learner setting has one source, ``Settings``: the CLI's flags and help are made from it, the
-settings tables of the README and the chart are generated from it (and must be up to date), the shared
+settings tables of docs/settings.md and the chart are generated from it (and must be up to date), the shared
 ports are named once (``colearn_runtime.ports``) and the files that cannot import them agree with them,
 and ``GRPCServer``'s keyword arguments are settings like any other."""
 
@@ -202,15 +202,15 @@ def test_the_settings_tables_are_the_ones_made_from_settings() -> None:
     assert stale == [], f"{stale}: the settings tables are stale; run `{settings_tables.COMMAND}`"
 
 
-def test_the_readme_table_has_a_row_per_setting() -> None:
-    table = settings_tables.readme_table()
+def test_the_settings_doc_table_has_a_row_per_setting() -> None:
+    table = settings_tables.settings_doc_table()
     for name in Settings.model_fields:
         assert f"| `{env_variable(name)}` |" in table
     assert f"| `COLEARN_PORT` | `{LEARNER_PORT}` | 0 to 65535 |" in table
 
 
 def test_a_changed_table_is_found(tmp_path: Path) -> None:
-    copy = tmp_path / "README.md"
+    copy = tmp_path / "settings.md"
     table = settings_tables.TABLES[0]
     copy.write_text(table.expected(table.path.read_text()).replace("gRPC worker threads", "threads"))
     stale = settings_tables.Table(copy, table.marker, table.render)
