@@ -17,6 +17,7 @@ from typing import Any
 
 import pytest
 import yaml
+from dockerfile_kit import instructions
 from e2e_docker import REPO_ROOT, PrivateDockerd
 
 pytestmark = pytest.mark.timeout(600)
@@ -29,22 +30,6 @@ COMPOSE_SETS = [
     ("compose.yaml", "compose.data.yaml"),
 ]
 COMPOSE_BIN = "/usr/bin/docker-compose"
-
-
-def instructions(path: Path) -> list[tuple[str, str]]:
-    """(INSTRUCTION, arguments) in order, with continuation lines joined and comments dropped."""
-    logical, current = [], ""
-    for line in path.read_text().splitlines():
-        stripped = line.strip()
-        if stripped.startswith("#") or (not stripped and not current):
-            continue
-        if stripped.endswith("\\"):
-            current += stripped[:-1] + " "
-            continue
-        logical.append(current + stripped)
-        current = ""
-    pairs = [text.split(None, 1) for text in logical]
-    return [(pair[0].upper(), pair[1] if len(pair) > 1 else "") for pair in pairs]
 
 
 def final_stage(steps: list[tuple[str, str]]) -> list[tuple[str, str]]:

@@ -19,6 +19,7 @@ from typing import Any
 import pytest
 import yaml
 from conftest import REPO_ROOT
+from dockerfile_kit import instructions
 from pydantic import Field, SecretStr, ValidationError
 from wire_kit import venv_tool
 
@@ -267,25 +268,9 @@ def test_the_chart_sets_real_settings_from_values_with_the_learner_defaults() ->
 # -- Dockerfiles and compose agree with the named ports ----------------------------------------------------
 
 
-def _dockerfile(path: Path) -> list[tuple[str, str]]:
-    """(INSTRUCTION, arguments), continuation lines joined and comments dropped."""
-    logical, current = [], ""
-    for line in path.read_text().splitlines():
-        stripped = line.strip()
-        if stripped.startswith("#") or (not stripped and not current):
-            continue
-        if stripped.endswith("\\"):
-            current += stripped[:-1] + " "
-            continue
-        logical.append(current + stripped)
-        current = ""
-    pairs = [[*text.split(None, 1), ""] for text in logical]
-    return [(pair[0].upper(), pair[1]) for pair in pairs]
-
-
 @pytest.mark.parametrize("name", ["Dockerfile", "Dockerfile.gpu"])
 def test_the_learner_images_set_only_what_differs_from_the_defaults(name: str) -> None:
-    steps = _dockerfile(REPO_ROOT / "learner_image" / name)
+    steps = instructions(REPO_ROOT / "learner_image" / name)
     environment = dict(
         pair.split("=", 1) for rest in (r for kind, r in steps if kind == "ENV") for pair in rest.split()
     )
@@ -305,7 +290,7 @@ def test_the_learner_images_set_only_what_differs_from_the_defaults(name: str) -
 
 
 def test_the_backend_image_exposes_the_backend_metrics_port() -> None:
-    steps = _dockerfile(REPO_ROOT / "learner_image" / "Dockerfile.backend")
+    steps = instructions(REPO_ROOT / "learner_image" / "Dockerfile.backend")
     assert [rest for kind, rest in steps if kind == "EXPOSE"] == [str(BACKEND_METRICS_PORT)]
 
 
