@@ -24,14 +24,14 @@ except ModuleNotFoundError as missing:  # the library runs without it; the comma
         "pip install 'colearn-fleet[backend]'"
     ) from None
 
-from backend_client import discovery
+from backend_client import discovery, health_check
 from backend_client.errors import LearnerError
 from backend_client.experiment import RunConfig
 from backend_client.learner_client import Deadlines, LearnerClient
 from backend_client.local_fleet import LocalFleet
 from backend_client.run_command import EXIT_FAILED, RunRequest, run_experiment
 from colearn_contract.parameters import ParametersError, parse_object
-from colearn_runtime.cli_flags import add_flag, add_version, whole_number
+from colearn_runtime.cli_flags import add_flag, add_version, positive_seconds, whole_number
 from colearn_runtime.memory_reuse import reuse_freed_memory
 from colearn_runtime.ports import BACKEND_METRICS_PORT, LEARNER_PORT
 from colearn_runtime.transport_security import ClientSecurity
@@ -102,6 +102,19 @@ def probe(args: argparse.Namespace) -> int:
     for name, defaults in sorted(system["model_architectures"].items()):
         table.add_row(name, json.dumps(defaults), ", ".join(system["compatibilities"][name]))
     out.print(table)
+    return 0
+
+
+def health(args: argparse.Namespace) -> int:
+    addresses = discovery.explicit(",".join(args.addresses))
+    results = health_check.check_all(addresses, _security(args), args.timeout)
+    for result in results:
+        print(result.line(), flush=True)
+    failed = [r.address for r in results if not r.serving]
+    if failed:
+        print(f"{len(failed)} of {len(results)} learners not serving: {', '.join(failed)}", flush=True)
+        return EXIT_FAILED
+    print(f"all {len(results)} learners serving", flush=True)
     return 0
 
 
@@ -286,6 +299,14 @@ def build_parser() -> argparse.ArgumentParser:
     add_flag(p, "timeout", type=float, default=5.0, help="seconds to wait for the learner")
     add_flag(p, "json", action="store_true", help="print JSON instead of tables")
     p.set_defaults(func=probe)
+    p = command(
+        "health", "health-check learners over gRPC, one line each (exit 1 if any fails)", common, secure
+    )
+    p.add_argument(
+        "addresses", nargs="+", metavar="HOST:PORT", help="the learners (or one comma-separated list)"
+    )
+    add_flag(p, "timeout", type=positive_seconds, default=10.0, help="seconds to wait for each learner")
+    p.set_defaults(func=health)
     p = command("run", "run an experiment against a fleet, or resume one", common, secure)
     _add_run_flags(p, demo=False)
     add_flag(p, "resume", metavar="RUN_DIR", help="resume the run in RUN_DIR (its journal holds the rest)")

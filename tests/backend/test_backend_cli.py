@@ -105,6 +105,41 @@ def test_probe_of_a_dead_address_fails_with_one_clear_line() -> None:
     assert "Traceback" not in done.stderr
 
 
+# -- health (what `helm test` runs) ----------------------------------------------------------------
+
+
+def test_health_reports_every_learner_on_its_own_line(start_server: Callable[..., GRPCServer]) -> None:
+    first, second = start_server(), start_server()
+    addresses = [f"127.0.0.1:{first.port}", f"127.0.0.1:{second.port}"]
+    done = backend("health", *addresses)
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert lines == [f"ok   {a} SERVING" for a in addresses] + ["all 2 learners serving"]
+    # One comma-separated list, as the backend's --learners takes them, reads the same.
+    assert backend("health", ",".join(addresses)).stdout == done.stdout
+
+
+def test_health_fails_naming_the_learner_that_does_not_serve(start_server: Callable[..., GRPCServer]) -> None:
+    live = f"127.0.0.1:{start_server().port}"
+    dead = f"127.0.0.1:{free_port()}"
+    done = backend("health", live, dead, "--timeout", "0.5")
+    assert done.returncode == 1
+    lines = done.stdout.splitlines()
+    assert lines[0] == f"ok   {live} SERVING"
+    assert lines[1].startswith(f"FAIL {dead} DEADLINE_EXCEEDED") or lines[1].startswith(
+        f"FAIL {dead} UNAVAILABLE"
+    )
+    assert lines[2] == f"1 of 2 learners not serving: {dead}"
+    assert "Traceback" not in done.stderr
+
+
+@pytest.mark.parametrize("bad", ["learner", "127.0.0.1:", ":9995", "127.0.0.1:port"])
+def test_health_refuses_an_address_without_a_port_in_one_line(bad: str) -> None:
+    done = backend("health", bad)
+    assert done.returncode == 1
+    assert "must be host:port" in done.stderr and "Traceback" not in done.stderr
+
+
 # -- flags -----------------------------------------------------------------------------------------
 
 

@@ -116,3 +116,29 @@ def test_fuzz_run_refuses_bad_run_directories_and_fleets_with_one_line(
     if code == 1:
         assert err.startswith("colearn-backend: ") and err.count("\n") == 1, err
     assert not (workdir / "run").exists()
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    addresses=st.lists(texts, min_size=1, max_size=3),
+    timeout=st.sampled_from(["0.01", "-1", "nan", "x", "0"]),
+)
+def test_health_of_any_address_is_a_report_or_one_line(
+    addresses: list[str], timeout: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`colearn-backend health` with whatever addresses: exit 0/1 with a line per learner, or a refusal in
+    one line (exit 1), or argparse's usage error (exit 2); never a traceback."""
+    capsys.readouterr()  # what an earlier example printed
+    try:
+        code = main(["health", *addresses, "--timeout", timeout])
+    except SystemExit as stop:
+        assert stop.code == 2
+        # A refused valid timeout would mean an address read as a flag.
+        assert timeout != "0.01" or any(a.startswith("-") for a in addresses)
+        return
+    out, err = capsys.readouterr()
+    assert timeout == "0.01", "--timeout must be a number of seconds above 0"
+    assert code in (0, 1)
+    assert "Traceback" not in out + err
+    if code == 1 and not out:
+        assert len(err.strip().splitlines()) <= 2 and "colearn-backend:" in err
