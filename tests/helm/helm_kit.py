@@ -103,7 +103,9 @@ class Rendered:
 
     @property
     def learner(self) -> dict[str, Any]:
-        (container,) = self.learner_pod["spec"]["containers"]
+        """The learner container (the first: learner.sidecars follow it)."""
+        container = self.learner_pod["spec"]["containers"][0]
+        assert container["name"] == "learner"
         return container
 
     @property

@@ -36,13 +36,15 @@ VARIANTS: dict[str, dict[str, Any]] = {
             },
             "persistentVolumeClaimRetentionPolicy": {"whenDeleted": "Delete", "whenScaled": "Delete"},
         },
-        "pdb": {"minAvailable": 1},
+        "pdb": {"maxUnavailable": "25%", "unhealthyPodEvictionPolicy": "IfHealthyBudget"},
         "backend": {
-            "results": {"existingClaim": "results"},
-            "ttlSecondsAfterFinished": None,
+            "ttlSecondsAfterFinished": 600,
             "nodeSelector": {"pool": "cpu"},
             "tolerations": [{"key": "batch", "operator": "Equal", "value": "yes", "effect": "NoSchedule"}],
             "podAnnotations": {"note": "x"},
+            "results": {"persistence": {"enabled": False}},
+            "runName": "exp-2",
+            "learners": 2,
         },
         "monitoring": {
             "serviceMonitor": {"enabled": True, "scrapeTimeout": "10s"},
@@ -62,9 +64,54 @@ VARIANTS: dict[str, dict[str, Any]] = {
         "learner": {"spread": "hard", "tolerations": [{"key": "spot", "operator": "Exists"}]},
         "auth": {"existingSecret": "token"},
     },
+    "platform-extension-points": {
+        "global": {"imageRegistry": "registry.example.com:5000/mirror"},
+        "image": {"digest": "sha256:" + "a" * 64},
+        "securityContext": {"runAsUser": None, "runAsGroup": None, "fsGroup": None},
+        "gpu": {"enabled": True, "resources": {"requests": {"memory": "8Gi"}}},
+        "learner": {
+            "schedulerName": "volcano",
+            "shm": {"enabled": True, "sizeLimit": "256Mi"},
+            "extraEnvFrom": [
+                {"secretRef": {"name": "env"}},
+                {"configMapRef": {"name": "cm"}, "prefix": "X_"},
+            ],
+            "extraVolumes": [{"name": "scratch", "emptyDir": {}}],
+            "extraVolumeMounts": [{"name": "scratch", "mountPath": "/scratch"}],
+            "initContainers": [{"name": "init", "image": "busybox", "command": ["true"]}],
+            "sidecars": [{"name": "side", "image": "busybox", "command": ["sleep", "1"]}],
+            "topologySpreadConstraints": [
+                {
+                    "maxSkew": 2,
+                    "topologyKey": "topology.kubernetes.io/zone",
+                    "whenUnsatisfiable": "ScheduleAnyway",
+                }
+            ],
+        },
+        "backend": {
+            "results": {"existingClaim": "results"},
+            "schedulerName": "volcano",
+            "priorityClassName": "batch",
+            "affinity": {"podAffinity": {}},
+            "podLabels": {"queue": "a"},
+            "extraEnv": [{"name": "A", "value": "1"}],
+            "extraEnvFrom": [{"secretRef": {"name": "env"}}],
+            "extraVolumes": [{"name": "cfg", "configMap": {"name": "cfg"}}],
+            "extraVolumeMounts": [{"name": "cfg", "mountPath": "/cfg"}],
+        },
+        "networkPolicy": {
+            "enabled": True,
+            "egress": {
+                "extraEgress": [{"to": [{"ipBlock": {"cidr": "203.0.113.0/24"}}], "ports": [{"port": 443}]}]
+            },
+        },
+        "tests": {"timeoutSeconds": 3},
+    },
     "learners-only": {
         "backend": {"enabled": False},
         "pdb": {"enabled": False},
+        "tests": {"enabled": False},
+        "networkPolicy": {"enabled": True, "egress": {"enabled": False}},
         "monitoring": {"grafanaDashboard": {"enabled": False}, "scrapeAnnotations": False},
     },
 }

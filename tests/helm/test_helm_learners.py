@@ -166,12 +166,28 @@ def test_gpu_limits_image_and_scheduling_appear_only_with_gpus() -> None:
     )
     limits = gpu.learner["resources"]["limits"]
     assert limits["nvidia.com/gpu"] == 2
-    assert limits["memory"] == "4Gi"  # the CPU/memory resources stay
+    # A GPU learner's host memory comes from gpu.resources, not from the CPU learner's 4Gi.
+    assert (limits["memory"], gpu.learner["resources"]["requests"]["memory"]) == ("32Gi", "16Gi")
     assert gpu.learner["image"] == "colearn-learner-gpu:0.1.0"
     spec = gpu.learner_pod["spec"]
     assert spec["runtimeClassName"] == "nvidia"
     assert spec["nodeSelector"] == {"pool": "ml", "nvidia.com/gpu.present": "true"}
     assert {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"} in spec["tolerations"]
+
+
+def test_runtime_class_is_off_by_default_even_with_gpus() -> None:
+    """A RuntimeClass the cluster lacks makes the API server refuse every pod: only on request."""
+    assert "runtimeClassName" not in render({"gpu": {"enabled": True}}).learner_pod["spec"]
+    assert "runtimeClassName" not in render({"gpu": {"runtimeClassName": "nvidia"}}).learner_pod["spec"]
+
+
+def test_gpu_resources_replace_the_cpu_learners() -> None:
+    out = render({"gpu": {"enabled": True, "resources": {"requests": {"cpu": "8", "memory": "64Gi"}}}})
+    assert out.learner["resources"] == {
+        "requests": {"cpu": "8", "memory": "64Gi"},
+        "limits": {"memory": "32Gi", "nvidia.com/gpu": 1},  # values maps merge with the defaults
+    }
+    assert out.learner["resources"]["limits"] != render().learner["resources"]["limits"]
 
 
 def test_gpu_count_and_image_tag_follow_values() -> None:
@@ -181,18 +197,29 @@ def test_gpu_count_and_image_tag_follow_values() -> None:
 
 
 def test_learners_spread_across_nodes_by_default() -> None:
+    """A topology spread constraint, soft by default: it never leaves a learner unschedulable, and a
+    hard one allows a second learner on a node once every eligible node has one (unlike a required
+    anti-affinity, which left a fifth learner unschedulable on four 8-GPU nodes)."""
     out = render()
-    (term,) = out.learner_pod["spec"]["affinity"]["podAntiAffinity"][
-        "preferredDuringSchedulingIgnoredDuringExecution"
-    ]
-    assert term["podAffinityTerm"]["topologyKey"] == "kubernetes.io/hostname"
-    assert labels_select(
-        term["podAffinityTerm"]["labelSelector"]["matchLabels"], out.learner_pod["metadata"]["labels"]
-    )
+    (spread,) = out.learner_pod["spec"]["topologySpreadConstraints"]
+    assert (spread["maxSkew"], spread["whenUnsatisfiable"]) == (1, "ScheduleAnyway")
+    assert spread["topologyKey"] == "kubernetes.io/hostname"
+    # Nodes whose taints a learner does not tolerate are no domain of its spread.
+    assert spread["nodeTaintsPolicy"] == "Honor"
+    assert labels_select(spread["labelSelector"]["matchLabels"], out.learner_pod["metadata"]["labels"])
+    assert "affinity" not in out.learner_pod["spec"]
 
-    hard = render({"learner": {"spread": "hard"}}).learner_pod["spec"]["affinity"]["podAntiAffinity"]
-    assert list(hard) == ["requiredDuringSchedulingIgnoredDuringExecution"]
-    assert "affinity" not in render({"learner": {"spread": "none"}}).learner_pod["spec"]
+    (hard,) = render({"learner": {"spread": "hard"}}).learner_pod["spec"]["topologySpreadConstraints"]
+    assert hard["whenUnsatisfiable"] == "DoNotSchedule"
+    zone = render({"learner": {"spreadTopologyKey": "topology.kubernetes.io/zone"}})
+    assert (
+        zone.learner_pod["spec"]["topologySpreadConstraints"][0]["topologyKey"]
+        == "topology.kubernetes.io/zone"
+    )
+    assert "topologySpreadConstraints" not in render({"learner": {"spread": "none"}}).learner_pod["spec"]
+    extra = {"maxSkew": 2, "topologyKey": "topology.kubernetes.io/zone", "whenUnsatisfiable": "DoNotSchedule"}
+    both = render({"learner": {"topologySpreadConstraints": [extra]}}).learner_pod["spec"]
+    assert both["topologySpreadConstraints"][1] == extra
     own = {
         "nodeAffinity": {
             "requiredDuringSchedulingIgnoredDuringExecution": {
@@ -202,7 +229,16 @@ def test_learners_spread_across_nodes_by_default() -> None:
             }
         }
     }
-    assert render({"learner": {"affinity": own}}).learner_pod["spec"]["affinity"] == own
+    with_affinity = render({"learner": {"affinity": own}}).learner_pod["spec"]
+    assert with_affinity["affinity"] == own
+    assert "topologySpreadConstraints" in with_affinity  # affinity and spreading are separate concerns
+
+
+def test_scheduler_name_for_gang_schedulers() -> None:
+    out = render({"learner": {"schedulerName": "volcano"}, "backend": {"schedulerName": "volcano"}})
+    assert out.learner_pod["spec"]["schedulerName"] == "volcano"
+    assert out.job["spec"]["template"]["spec"]["schedulerName"] == "volcano"
+    assert "schedulerName" not in render().learner_pod["spec"]
 
 
 # -- data and checkpoints -----------------------------------------------------------------------------
@@ -269,7 +305,7 @@ def test_checkpoints_get_a_claim_per_learner_or_an_empty_dir() -> None:
 # -- the backend Job ----------------------------------------------------------------------------------
 
 
-def test_backend_job_runs_after_install_and_upgrade_with_the_values() -> None:
+def test_backend_job_is_a_release_object_with_the_values() -> None:
     out = render(
         {
             "backend": {
@@ -286,8 +322,8 @@ def test_backend_job_runs_after_install_and_upgrade_with_the_values() -> None:
         }
     )
     job = out.job
-    assert job["metadata"]["annotations"]["helm.sh/hook"] == "post-install,post-upgrade"
-    assert job["metadata"]["annotations"]["helm.sh/hook-delete-policy"] == "before-hook-creation"
+    # Not a hook: `helm install --wait` returns when the learners are ready, upgrades do not re-run it.
+    assert not any(key.startswith("helm.sh/hook") for key in job["metadata"].get("annotations", {}))
     assert (job["spec"]["backoffLimit"], job["spec"]["activeDeadlineSeconds"]) == (4, 999)
     assert job["spec"]["ttlSecondsAfterFinished"] == 60
     assert job["spec"]["template"]["spec"]["restartPolicy"] == "Never"
@@ -296,10 +332,40 @@ def test_backend_job_runs_after_install_and_upgrade_with_the_values() -> None:
     assert (flags["rounds"], flags["vote_threshold"], flags["quorum"]) == ("7", "0.75", "1")
     assert json.loads(flags["model_params"]) == {"steps_per_epoch": 20, "learning_rate": 0.01}
     assert json.loads(flags["dataloader_params"]) == {"batch_size": 32}
-    # The run directory of the release, resumed by a retried pod; the backend's metrics on their port.
+    # The run directory of the experiment, resumed by a retried or replaced pod.
     assert (flags["out"], flags["resume_if_exists"]) == ("/results/fleet", "true")
     assert flags["metrics_port"] == "9092"
     assert out.backend["image"] == "colearn-backend:0.1.0"
+    assert job["metadata"]["annotations"] == {"colearn.io/run": "fleet", "colearn.io/learners": "3"}
+
+
+def test_an_evicted_backend_pod_is_replaced_without_spending_a_retry() -> None:
+    rules = render().job["spec"]["podFailurePolicy"]["rules"]
+    assert {"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget", "status": "True"}]} in rules
+    (fail,) = [r for r in rules if r["action"] == "FailJob"]
+    assert fail["onExitCodes"]["values"] == [2]  # a flag the CLI refuses: retrying cannot help
+
+
+def test_job_name_follows_its_spec_and_not_the_learners_image_or_count() -> None:
+    """A Job's pod template is immutable: the name carries its digest, so an upgrade that changes the
+    experiment's Job replaces it (and the new one resumes the run), while one that only re-images or
+    scales the learners renders the very same Job."""
+    base = render().job
+    assert re.fullmatch(r"fleet-backend-[0-9a-f]{8}", base["metadata"]["name"])
+    pinned = {"backend": {"learners": 3}}
+    for same in ({"image": {"tag": "9.9"}}, {"replicas": 5, **pinned}, {"learner": {"logLevel": "DEBUG"}}):
+        assert render(same).job == base, same
+    assert render({"backend": {"rounds": 11}}).job["metadata"]["name"] != base["metadata"]["name"]
+    # The pod template holds no chart version: a chart upgrade alone keeps the Job.
+    assert "helm.sh/chart" not in base["spec"]["template"]["metadata"]["labels"]
+
+
+def test_experiment_fleet_and_run_name() -> None:
+    out = render({"replicas": 5, "backend": {"learners": 4, "runName": "exp-2"}})
+    assert len(out.backend_flags()["learners"].split(",")) == 4
+    assert out.backend_flags()["out"] == "/results/exp-2"
+    assert out.job["spec"]["template"]["metadata"]["labels"]["colearn.io/run"] == "exp-2"
+    assert out.job["metadata"]["annotations"]["colearn.io/learners"] == "4"
 
 
 def test_backend_waits_for_learners_that_are_not_up_yet() -> None:
@@ -320,12 +386,33 @@ def test_backend_flags_are_ones_the_real_cli_accepts() -> None:
         assert args.learners.count(",") == 2
 
 
-def test_backend_job_can_be_left_out_and_results_can_go_to_a_claim() -> None:
-    assert render({"backend": {"enabled": False}}).maybe("Job") is None
-    out = render({"backend": {"results": {"existingClaim": "results"}, "ttlSecondsAfterFinished": None}})
+def _results_volume(out: Rendered) -> dict:
     (volume,) = [v for v in out.job["spec"]["template"]["spec"]["volumes"] if v["name"] == "results"]
-    assert volume["persistentVolumeClaim"] == {"claimName": "results"}
+    return volume
+
+
+def test_results_live_on_a_kept_claim_by_default() -> None:
+    out = render()
+    assert _results_volume(out)["persistentVolumeClaim"] == {"claimName": "fleet-results"}
+    claim = out.one("PersistentVolumeClaim")
+    assert claim["metadata"]["name"] == "fleet-results"
+    assert claim["metadata"]["annotations"] == {"helm.sh/resource-policy": "keep"}
+    assert claim["spec"]["resources"]["requests"]["storage"] == "5Gi"
+    assert "storageClassName" not in claim["spec"]
     assert "ttlSecondsAfterFinished" not in out.job["spec"]
+    unkept = render({"backend": {"results": {"persistence": {"keep": False, "storageClassName": "fast"}}}})
+    assert "annotations" not in unkept.one("PersistentVolumeClaim")["metadata"]
+    assert unkept.one("PersistentVolumeClaim")["spec"]["storageClassName"] == "fast"
+
+
+def test_backend_job_can_be_left_out_and_results_can_go_to_another_claim_or_nowhere() -> None:
+    off = render({"backend": {"enabled": False}})
+    assert off.maybe("Job") is None and off.maybe("PersistentVolumeClaim") is None
+    out = render({"backend": {"results": {"existingClaim": "results"}}})
+    assert _results_volume(out)["persistentVolumeClaim"] == {"claimName": "results"}
+    assert out.maybe("PersistentVolumeClaim") is None
+    scratch = render({"backend": {"results": {"persistence": {"enabled": False}}}})
+    assert _results_volume(scratch)["emptyDir"] == {}
 
 
 @pytest.mark.parametrize("path", EXAMPLES, ids=[p.stem for p in EXAMPLES])

@@ -32,7 +32,7 @@ def test_plaintext_fleet_notes_port_forward_and_probe_with_plaintext_grpcurl() -
     assert "grpcurl -plaintext 127.0.0.1:9995 list" in lines
     assert "grpcurl -plaintext 127.0.0.1:9995 grpc.health.v1.Health/Check" in lines
     assert "fleet-learner-<i>.fleet-learner.colearn.svc.cluster.local:9995" in text
-    assert "kubectl --namespace colearn logs -f job/fleet-backend" in text
+    assert "helm test fleet --namespace colearn --logs" in text
 
 
 def test_tls_notes_use_the_ca_and_the_learners_name_and_the_health_port_stays_plaintext() -> None:

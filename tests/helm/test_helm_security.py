@@ -28,8 +28,17 @@ MTLS = {**TLS, "mtls": True, "clientSecretName": "backend-tls"}
 ALL_ON = {"tls": MTLS, "auth": {"existingSecret": "token"}, "networkPolicy": {"enabled": True}}
 
 
+IDENTITY = ("runAsUser", "runAsGroup", "fsGroup")
+
+
 def pod_specs(out: Rendered) -> list[dict[str, Any]]:
-    return [out.learner_pod["spec"], out.job["spec"]["template"]["spec"]]
+    """Every pod the chart makes: learners, the experiment Job and `helm test`'s pod."""
+    test_pod = out.one("Pod")
+    return [out.learner_pod["spec"], out.job["spec"]["template"]["spec"], test_pod["spec"]]
+
+
+def without_identity(context: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in context.items() if k not in IDENTITY}
 
 
 @pytest.mark.parametrize("values", [{}, ALL_ON, {"gpu": {"enabled": True}}], ids=["default", "tls", "gpu"])
@@ -46,10 +55,72 @@ def test_every_pod_and_container_is_exactly_hardened(values: dict) -> None:
 
 
 def test_examples_keep_the_hardening() -> None:
+    """The chart's own containers keep it in every example (a user's sidecars bring their own)."""
     for path in EXAMPLES:
-        for spec in pod_specs(render(example(path))):
-            assert spec["securityContext"] == POD_SECURITY, path.name
-            assert all(c["securityContext"] == CONTAINER_SECURITY for c in spec["containers"]), path.name
+        values = example(path)
+        platform_identity = "securityContext" in values  # values-openshift.yaml leaves it to the platform
+        for spec in pod_specs(render(values)):
+            pod = without_identity(POD_SECURITY) if platform_identity else POD_SECURITY
+            container = without_identity(CONTAINER_SECURITY) if platform_identity else CONTAINER_SECURITY
+            assert spec["securityContext"] == pod, path.name
+            ours = [c for c in spec["containers"] if c["name"] in ("learner", "backend", "health")]
+            assert len(ours) == 1 and ours[0]["securityContext"] == container, path.name
+
+
+def test_openshift_leaves_user_and_groups_to_the_platform_and_keeps_the_rest() -> None:
+    """OpenShift's restricted SCC refuses a fixed uid: null leaves each of them out, nothing else."""
+    out = render({"securityContext": {"runAsUser": None, "runAsGroup": None, "fsGroup": None}})
+    for spec in pod_specs(out):
+        assert spec["securityContext"] == without_identity(POD_SECURITY)
+        for container in spec["containers"]:
+            assert container["securityContext"] == without_identity(CONTAINER_SECURITY)
+    only_user = render({"securityContext": {"runAsUser": None}}).learner_pod["spec"]["securityContext"]
+    assert "runAsUser" not in only_user and only_user["fsGroup"] == 10001
+
+
+def test_extension_points_reach_the_learner_pod() -> None:
+    volume = {"name": "scratch", "emptyDir": {}}
+    mount = {"name": "scratch", "mountPath": "/scratch"}
+    init = {"name": "init", "image": "busybox", "command": ["true"]}
+    sidecar = {"name": "side", "image": "busybox"}
+    env_from = [{"secretRef": {"name": "env"}}]
+    out = render(
+        {
+            "learner": {
+                "extraVolumes": [volume],
+                "extraVolumeMounts": [mount],
+                "initContainers": [init],
+                "sidecars": [sidecar],
+                "extraEnvFrom": env_from,
+                "shm": {"enabled": True, "sizeLimit": "2Gi"},
+            }
+        }
+    )
+    spec = out.learner_pod["spec"]
+    assert volume in spec["volumes"] and mount in out.learner["volumeMounts"]
+    assert spec["initContainers"] == [init]
+    assert [c["name"] for c in spec["containers"]] == ["learner", "side"]
+    assert out.learner["envFrom"] == env_from
+    shm = next(v for v in spec["volumes"] if v["name"] == "shm")
+    assert shm["emptyDir"] == {"medium": "Memory", "sizeLimit": "2Gi"}
+    assert {"name": "shm", "mountPath": "/dev/shm"} in out.learner["volumeMounts"]
+    plain = render()
+    assert "initContainers" not in plain.learner_pod["spec"] and "envFrom" not in plain.learner
+    assert all(v["name"] != "shm" for v in plain.learner_pod["spec"]["volumes"])
+
+
+def test_images_take_a_registry_and_a_digest() -> None:
+    digest = "sha256:" + "ab" * 32
+    out = render(
+        {
+            "global": {"imageRegistry": "mirror.example.com:5000/ml/"},
+            "image": {"digest": digest},
+            "backend": {"image": {"tag": "1.2"}},
+        }
+    )
+    assert out.learner["image"] == f"mirror.example.com:5000/ml/colearn-learner:0.1.0@{digest}"
+    assert out.backend["image"] == "mirror.example.com:5000/ml/colearn-backend:1.2"
+    assert out.one("Pod")["spec"]["containers"][0]["image"] == out.backend["image"]
 
 
 def test_pods_run_under_the_charts_service_account_without_its_token() -> None:
@@ -135,46 +206,103 @@ def test_network_policy_is_opt_in() -> None:
     assert render().maybe("NetworkPolicy") is None
 
 
+def _policies(out: Rendered) -> tuple[dict[str, Any], dict[str, Any]]:
+    learner, backend = out.all("NetworkPolicy")
+    assert learner["metadata"]["name"].endswith("-learner") and backend["metadata"]["name"].endswith(
+        "-backend"
+    )
+    return learner["spec"], backend["spec"]
+
+
+def _selects(selector: dict[str, Any], labels: dict[str, str]) -> bool:
+    """A LabelSelector with matchLabels and `In` matchExpressions, as the API server reads it."""
+    if not labels_select(selector.get("matchLabels", {}), labels):
+        return False
+    return all(labels.get(e["key"]) in e["values"] for e in selector.get("matchExpressions", []))
+
+
 def test_network_policy_admits_only_the_backend_to_grpc_and_prometheus_to_metrics() -> None:
     out = render({"networkPolicy": {"enabled": True}})
-    policy = out.one("NetworkPolicy")["spec"]
+    policy, backend_policy = _policies(out)
     learner_labels = out.learner_pod["metadata"]["labels"]
     backend_labels = out.job["spec"]["template"]["metadata"]["labels"]
+    test_labels = out.one("Pod")["metadata"]["labels"]
     # It applies to the learners, and to nothing else of the release.
-    assert labels_select(policy["podSelector"]["matchLabels"], learner_labels)
-    assert not labels_select(policy["podSelector"]["matchLabels"], backend_labels)
-    assert policy["policyTypes"] == ["Ingress"]
+    assert _selects(policy["podSelector"], learner_labels)
+    assert not _selects(policy["podSelector"], backend_labels)
+    assert policy["policyTypes"] == ["Ingress", "Egress"]
     grpc_rule, metrics_rule = policy["ingress"]
-    (backend_peer,) = grpc_rule["from"]
-    assert list(backend_peer) == ["podSelector"]  # same namespace only
-    assert labels_select(backend_peer["podSelector"]["matchLabels"], backend_labels)
-    assert not labels_select(backend_peer["podSelector"]["matchLabels"], learner_labels)
+    (client_peer,) = grpc_rule["from"]
+    assert list(client_peer) == ["podSelector"]  # same namespace only
+    assert _selects(client_peer["podSelector"], backend_labels)
+    assert _selects(client_peer["podSelector"], test_labels)  # `helm test`
+    assert not _selects(client_peer["podSelector"], learner_labels)
     assert grpc_rule["ports"] == [{"port": "grpc", "protocol": "TCP"}]
     (prometheus_peer,) = metrics_rule["from"]
     assert prometheus_peer["podSelector"] == {"matchLabels": {"app.kubernetes.io/name": "prometheus"}}
-    assert prometheus_peer["namespaceSelector"] == {}
+    # Prometheus' own namespace, not every namespace.
+    assert prometheus_peer["namespaceSelector"] == {
+        "matchLabels": {"kubernetes.io/metadata.name": "monitoring"}
+    }
     assert metrics_rule["ports"] == [{"port": "metrics", "protocol": "TCP"}]
     # The named ports are the learner container's own.
     assert {"grpc", "metrics"} <= set(names(out.learner["ports"]))
+    # The backend's and the test pod's policy: only Prometheus reaches the backend's metrics.
+    assert _selects(backend_policy["podSelector"], backend_labels)
+    assert _selects(backend_policy["podSelector"], test_labels)
+    assert not _selects(backend_policy["podSelector"], learner_labels)
+    (backend_metrics,) = backend_policy["ingress"]
+    assert backend_metrics["ports"] == [{"port": 9092, "protocol": "TCP"}]
+
+
+def test_egress_is_denied_but_dns_and_the_fleets_own_traffic() -> None:
+    out = render({"networkPolicy": {"enabled": True}})
+    policy, backend_policy = _policies(out)
+    dns_ports = [{"port": 53, "protocol": "UDP"}, {"port": 53, "protocol": "TCP"}]
+    # Learners answer calls and make none: DNS only.
+    (dns,) = policy["egress"]
+    assert dns["ports"] == dns_ports
+    (peer,) = dns["to"]
+    assert peer["podSelector"] == {"matchLabels": {"k8s-app": "kube-dns"}}
+    # The backend: the learners' gRPC port, and DNS.
+    to_learners, backend_dns = backend_policy["egress"]
+    assert backend_policy["policyTypes"] == ["Ingress", "Egress"]
+    (learners,) = to_learners["to"]
+    assert _selects(learners["podSelector"], out.learner_pod["metadata"]["labels"])
+    assert to_learners["ports"] == [{"port": 9995, "protocol": "TCP"}]
+    assert backend_dns == dns
+    # Allowed destinations, for both.
+    extra = [{"to": [{"ipBlock": {"cidr": "203.0.113.0/24"}}], "ports": [{"port": 443}]}]
+    out = render({"networkPolicy": {"enabled": True, "egress": {"extraEgress": extra}}})
+    policy, backend_policy = _policies(out)
+    assert policy["egress"][1:] == extra and backend_policy["egress"][2:] == extra
+    # Egress left open when asked.
+    policy, backend_policy = _policies(
+        render({"networkPolicy": {"enabled": True, "egress": {"enabled": False}}})
+    )
+    assert policy["policyTypes"] == ["Ingress"] and "egress" not in policy
+    assert backend_policy["policyTypes"] == ["Ingress"]
 
 
 def test_network_policy_takes_the_prometheus_selectors_and_extra_rules() -> None:
-    monitoring = {"kubernetes.io/metadata.name": "monitoring"}
     # Helm merges a map with its default: null removes the default's label (values.yaml says so).
     pods = {"matchLabels": {"app.kubernetes.io/name": None, "app": "prometheus-server"}}
+    namespaces = {"matchLabels": {"kubernetes.io/metadata.name": "observability"}}
     extra = [{"from": [{"podSelector": {"matchLabels": {"role": "operator"}}}], "ports": [{"port": 9995}]}]
-    policy = render(
-        {
-            "networkPolicy": {
-                "enabled": True,
-                "prometheus": {"namespaceSelector": {"matchLabels": monitoring}, "podSelector": pods},
-                "extraIngress": extra,
+    policy, _ = _policies(
+        render(
+            {
+                "networkPolicy": {
+                    "enabled": True,
+                    "prometheus": {"namespaceSelector": namespaces, "podSelector": pods},
+                    "extraIngress": extra,
+                }
             }
-        }
-    ).one("NetworkPolicy")["spec"]
+        )
+    )
     (peer,) = policy["ingress"][1]["from"]
     assert peer == {
-        "namespaceSelector": {"matchLabels": monitoring},
+        "namespaceSelector": namespaces,
         "podSelector": {"matchLabels": {"app": "prometheus-server"}},
     }
     assert policy["ingress"][2:] == extra

@@ -27,6 +27,23 @@ BAD_VALUES = [
     ({"data": {"mode": "nfs"}}, "at '/data/mode': value must be one of"),
     ({"vote": {"threshold": 1.5}}, "at '/vote/threshold': maximum: got 1.5, want 1"),
     ({"learner": {"tolerations": [{"key": "a", "efect": "NoSchedule"}]}}, "additional properties 'efect'"),
+    # A topology key is a label key; anything else made pods that no node could ever satisfy.
+    ({"learner": {"spreadTopologyKey": "kubernetes.io/host name"}}, "at '/learner/spreadTopologyKey'"),
+    ({"learner": {"spreadTopologyKey": "-zone"}}, "at '/learner/spreadTopologyKey'"),
+    ({"learner": {"spreadTopologyKey": "a/b/c"}}, "at '/learner/spreadTopologyKey'"),
+    # GPUs come from gpu.count: a GPU in the learners' CPU/memory resources would contradict it.
+    ({"learner": {"resources": {"limits": {"nvidia.com/gpu": 2}}}}, "at '/learner/resources/limits/nvidia.com~1gpu'"),
+    ({"learner": {"resources": {"requests": {"amd.com/gpu": 1}}}}, "at '/learner/resources/requests/amd.com~1gpu'"),
+    ({"gpu": {"resources": {"limits": {"nvidia.com/gpu": 2}}}}, "at '/gpu/resources/limits/nvidia.com~1gpu'"),
+    ({"pdb": {"maxUnavailable": 0}}, "at '/pdb/maxUnavailable'"),
+    ({"pdb": {"maxUnavailable": "0%"}}, "at '/pdb/maxUnavailable'"),
+    ({"pdb": {"minAvailable": 2}}, "additional properties 'minAvailable' not allowed"),
+    ({"image": {"digest": "latest"}}, "at '/image/digest'"),
+    ({"global": {"imageRegistry": "https://registry.example.com"}}, "at '/global/imageRegistry'"),
+    ({"securityContext": {"runAsUser": 0}}, "at '/securityContext/runAsUser'"),
+    ({"backend": {"runName": "../other"}}, "at '/backend/runName'"),
+    ({"backend": {"learners": 1}}, "at '/backend/learners'"),
+    ({"learner": {"extraVolumes": [{"emptyDir": {}}]}}, "missing property 'name'"),
 ]
 
 
@@ -60,6 +77,27 @@ def test_bad_values_fail_lint_and_template_with_the_schemas_message(
             {"learner": {"ports": {"grpc": 9091, "metrics": 9091, "health": 9996}}},
             "learner.ports must differ",
         ),
+        # A GPU resource under another name than the chart's default resourceName.
+        (
+            {
+                "gpu": {"resourceName": "example.com/accel"},
+                "learner": {"resources": {"limits": {"example.com/accel": 1}}},
+            },
+            "learner.resources.limits holds example.com/accel: GPUs come from gpu.enabled and gpu.count",
+        ),
+        (
+            {"monitoring": {"podMonitor": {"enabled": True, "interval": "30s", "scrapeTimeout": "1m"}}},
+            "monitoring.podMonitor.scrapeTimeout (1m) exceeds its interval (30s)",
+        ),
+        (
+            {
+                "monitoring": {
+                    "serviceMonitor": {"enabled": True, "interval": "1m", "scrapeTimeout": "1m500ms"}
+                }
+            },
+            "monitoring.serviceMonitor.scrapeTimeout (1m500ms) exceeds its interval (1m)",
+        ),
+        ({"replicas": 3, "backend": {"learners": 4}}, "backend.learners (4) exceeds replicas (3)"),
     ],
 )
 def test_values_that_contradict_each_other_stop_the_render(values: dict[str, Any], message: str) -> None:
@@ -133,3 +171,20 @@ def test_every_schema_property_is_a_value_in_values_yaml() -> None:
 def test_readme_values_table_is_the_one_made_from_values_yaml() -> None:
     readme = (CHART / "README.md").read_text()
     assert values_table.table() in readme, "helm/colearn-fleet/README.md: paste `python helm/values_table.py`"
+
+
+@pytest.mark.parametrize(
+    "values",
+    [
+        {"learner": {"spreadTopologyKey": "topology.kubernetes.io/zone"}},
+        {"learner": {"spreadTopologyKey": "rack"}},
+        {"monitoring": {"podMonitor": {"enabled": True, "interval": "1m", "scrapeTimeout": "59s"}}},
+        {"monitoring": {"serviceMonitor": {"enabled": True, "interval": "15s", "scrapeTimeout": "15s"}}},
+        {"pdb": {"maxUnavailable": "100%"}},
+        {"learner": {"resources": {"limits": {"memory": "2Gi", "ephemeral-storage": "1Gi"}}}},
+    ],
+)
+def test_values_at_the_edge_of_the_rules_still_render(values: dict[str, Any]) -> None:
+    """The rules above refuse exactly the contradictions, not their neighbours."""
+    done = template(values)
+    assert done.returncode == 0, done.stderr

@@ -50,14 +50,56 @@ app.kubernetes.io/managed-by: {{ .ctx.Release.Service }}
 app.kubernetes.io/part-of: colearn-fleet
 {{- end }}
 
-{{/* Images: the GPU build when GPUs are on; an empty tag means the chart's appVersion. */}}
+{{/*
+Images: `[<global.imageRegistry>/]<repository>:<tag>[@<digest>]`; an empty tag means the chart's appVersion.
+Call with (dict "ctx" $ "image" .Values.image).
+*/}}
+{{- define "colearn-fleet.image" -}}
+{{- $ref := printf "%s:%s" .image.repository (default .ctx.Chart.AppVersion .image.tag) }}
+{{- with .ctx.Values.global.imageRegistry }}
+{{- $ref = printf "%s/%s" (trimSuffix "/" .) $ref }}
+{{- end }}
+{{- with .image.digest }}
+{{- $ref = printf "%s@%s" $ref . }}
+{{- end }}
+{{- $ref }}
+{{- end }}
+
+{{/* The learners' image: the GPU build when GPUs are on. */}}
 {{- define "colearn-fleet.learnerImage" -}}
-{{- $image := ternary .Values.gpu.image .Values.image .Values.gpu.enabled }}
-{{- printf "%s:%s" $image.repository (default .Chart.AppVersion $image.tag) }}
+{{- include "colearn-fleet.image" (dict "ctx" . "image" (ternary .Values.gpu.image .Values.image .Values.gpu.enabled)) }}
 {{- end }}
 
 {{- define "colearn-fleet.backendImage" -}}
-{{- printf "%s:%s" .Values.backend.image.repository (default .Chart.AppVersion .Values.backend.image.tag) }}
+{{- include "colearn-fleet.image" (dict "ctx" . "image" .Values.backend.image) }}
+{{- end }}
+
+{{/* The experiment's name, and its run directory's: backend.runName, or the release name. */}}
+{{- define "colearn-fleet.runName" -}}
+{{- default .Release.Name .Values.backend.runName }}
+{{- end }}
+
+{{/*
+The experiment's fleet size: backend.learners; else the size recorded on the Job of the experiment
+running under this run name (an experiment keeps its fleet: scaling the learners neither restarts nor
+changes it); else replicas. `helm template` sees no cluster and renders replicas.
+*/}}
+{{- define "colearn-fleet.experimentLearners" -}}
+{{- $n := int .Values.replicas }}
+{{- if not (kindIs "invalid" .Values.backend.learners) }}
+{{- $n = int .Values.backend.learners }}
+{{- else }}
+{{- $selector := printf "app.kubernetes.io/instance=%s,app.kubernetes.io/component=backend" .Release.Name }}
+{{- $jobs := lookup "batch/v1" "Job" .Release.Namespace "" }}
+{{- range $job := (dig "items" (list) $jobs) }}
+{{- $labels := dig "metadata" "labels" (dict) $job }}
+{{- $annotations := dig "metadata" "annotations" (dict) $job }}
+{{- if and (eq (get $labels "app.kubernetes.io/instance") $.Release.Name) (eq (get $labels "app.kubernetes.io/component") "backend") (eq (get $annotations "colearn.io/run") (include "colearn-fleet.runName" $)) (get $annotations "colearn.io/learners") }}
+{{- $n = int (get $annotations "colearn.io/learners") }}
+{{- end }}
+{{- end }}
+{{- end }}
+{{- $n }}
 {{- end }}
 
 {{/*
@@ -67,46 +109,60 @@ publishes not-ready addresses, so each name resolves as soon as its pod has an I
 {{- define "colearn-fleet.learnerAddresses" -}}
 {{- $learner := include "colearn-fleet.learner" . }}
 {{- $addresses := list }}
-{{- range $i := until (int .Values.replicas) }}
+{{- range $i := until (int (include "colearn-fleet.experimentLearners" .)) }}
 {{- $addresses = append $addresses (printf "%s-%d.%s.%s.svc.%s:%d" $learner $i $learner $.Release.Namespace $.Values.clusterDomain (int $.Values.learner.ports.grpc)) }}
 {{- end }}
 {{- join "," $addresses }}
 {{- end }}
 
 {{/*
-The PodDisruptionBudget's minAvailable, from the vote (rounds.py): a proposal is accepted when
-approvals >= (N - 1) * threshold, and a round is void when fewer than `quorum` voters answer.
-With a quorum: quorum voters + 1 proposer. Without: ceil((N - 1) * threshold) approvals + 1 proposer,
-rounded to 9 places first, so that 24 * 0.28 = 6.720000000000001 or 25 * 0.28 = 7.000000000000001 do
-not ask for one learner more than the vote needs. Always at most replicas.
+The PodDisruptionBudget's maxUnavailable: pdb.maxUnavailable, or the learners the vote can spare
+(rounds.py: a proposal is accepted when approvals >= (N - 1) * threshold, and a round is void when fewer
+than `quorum` voters answer). The vote needs quorum + 1 learners with a quorum (the voters that must answer,
+and a proposer), ceil((N - 1) * threshold) + 1 without (enough approvals, and a proposer), rounded to 9
+places first so that 24 * 0.28 = 6.720000000000001 does not ask for one learner more. Never below 1: a
+budget of 0 would block every drain for good.
 */}}
-{{- define "colearn-fleet.pdbMinAvailable" -}}
+{{- define "colearn-fleet.pdbMaxUnavailable" -}}
+{{- if not (kindIs "invalid" .Values.pdb.maxUnavailable) }}
+{{- .Values.pdb.maxUnavailable }}
+{{- else }}
 {{- $n := int .Values.replicas }}
 {{- $needed := 0 }}
-{{- if not (kindIs "invalid" .Values.pdb.minAvailable) }}
-{{- $needed = int .Values.pdb.minAvailable }}
-{{- else if gt (int .Values.vote.quorum) 0 }}
+{{- if gt (int .Values.vote.quorum) 0 }}
 {{- $needed = add (int .Values.vote.quorum) 1 }}
 {{- else }}
 {{- $needed = add (int (ceil (round (mulf (sub $n 1) .Values.vote.threshold) 9))) 1 }}
 {{- end }}
-{{- min $needed $n }}
+{{- max 1 (sub $n $needed) }}
+{{- end }}
 {{- end }}
 
-{{/* The hardened pod and container security contexts (the images' user is 10001:10001). */}}
+{{/*
+The hardened pod and container security contexts (Pod Security `restricted`). The user and groups come
+from securityContext (the images' user is 10001:10001); a null one is left to the platform (OpenShift).
+*/}}
+{{- define "colearn-fleet.identity" -}}
+{{- range $key := list "runAsUser" "runAsGroup" }}
+{{- with get $.Values.securityContext $key }}
+{{ $key }}: {{ . }}
+{{- end }}
+{{- end }}
+{{- end }}
+
 {{- define "colearn-fleet.podSecurityContext" -}}
 runAsNonRoot: true
-runAsUser: 10001
-runAsGroup: 10001
-fsGroup: 10001
+{{- include "colearn-fleet.identity" . }}
+{{- with .Values.securityContext.fsGroup }}
+fsGroup: {{ . }}
+{{- end }}
 seccompProfile:
   type: RuntimeDefault
 {{- end }}
 
 {{- define "colearn-fleet.containerSecurityContext" -}}
 runAsNonRoot: true
-runAsUser: 10001
-runAsGroup: 10001
+{{- include "colearn-fleet.identity" . }}
 readOnlyRootFilesystem: true
 allowPrivilegeEscalation: false
 capabilities:
@@ -159,4 +215,40 @@ Values that the schema cannot check, because they relate two values to each othe
 {{- if ne (len $ports) (len (uniq $ports)) }}
 {{- fail (printf "learner.ports must differ from each other, got %v" $ports) }}
 {{- end }}
+{{- range $section := list "requests" "limits" }}
+{{- range $resource, $_ := (get $.Values.learner.resources $section | default dict) }}
+{{- if eq $resource $.Values.gpu.resourceName }}
+{{- fail (printf "learner.resources.%s holds %s: GPUs come from gpu.enabled and gpu.count (%d), not from learner.resources" $section $resource (int $.Values.gpu.count)) }}
+{{- end }}
+{{- end }}
+{{- range $resource, $_ := (get $.Values.gpu.resources $section | default dict) }}
+{{- if eq $resource $.Values.gpu.resourceName }}
+{{- fail (printf "gpu.resources.%s holds %s: the GPU count is gpu.count (%d)" $section $resource (int $.Values.gpu.count)) }}
+{{- end }}
+{{- end }}
+{{- end }}
+{{- range $name := list "podMonitor" "serviceMonitor" }}
+{{- $monitor := get $.Values.monitoring $name }}
+{{- if and $monitor.enabled $monitor.scrapeTimeout }}
+{{- if gt (include "colearn-fleet.milliseconds" $monitor.scrapeTimeout | int64) (include "colearn-fleet.milliseconds" $monitor.interval | int64) }}
+{{- fail (printf "monitoring.%s.scrapeTimeout (%s) exceeds its interval (%s): Prometheus refuses such a scrape config" $name $monitor.scrapeTimeout $monitor.interval) }}
+{{- end }}
+{{- end }}
+{{- end }}
+{{- if and (not (kindIs "invalid" .Values.backend.learners)) .Values.backend.enabled }}
+{{- if gt (int .Values.backend.learners) (int .Values.replicas) }}
+{{- fail (printf "backend.learners (%d) exceeds replicas (%d): the experiment would wait for learners that do not exist" (int .Values.backend.learners) (int .Values.replicas)) }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{/* A Prometheus duration (`1m30s`, `500ms`; the schema checks its form) in milliseconds. */}}
+{{- define "colearn-fleet.milliseconds" -}}
+{{- $units := dict "ms" 1 "s" 1000 "m" 60000 "h" 3600000 "d" 86400000 "w" 604800000 "y" 31536000000 }}
+{{- $total := 0 }}
+{{- range $part := regexFindAll "[0-9]+(ms|s|m|h|d|w|y)" . -1 }}
+{{- $unit := regexFind "(ms|s|m|h|d|w|y)$" $part }}
+{{- $total = add $total (mul (trimSuffix $unit $part | int64) (get $units $unit)) }}
+{{- end }}
+{{- $total }}
 {{- end }}

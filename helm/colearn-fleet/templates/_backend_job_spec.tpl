@@ -1,0 +1,194 @@
+{{/*
+The experiment Job's spec. Its pod template holds no chart or app version: a chart upgrade alone does not
+replace the Job.
+*/}}
+{{- define "colearn-fleet.backendJobSpec" -}}
+{{- $locations := .Values.backend.dataLocations }}
+{{- if and (not $locations) (ne .Values.data.mode "embedded") }}
+{{- $locations = list "/data" }}
+{{- end }}
+{{- $run := include "colearn-fleet.runName" . }}
+backoffLimit: {{ .Values.backend.backoffLimit }}
+activeDeadlineSeconds: {{ .Values.backend.activeDeadlineSeconds }}
+{{- if not (kindIs "invalid" .Values.backend.ttlSecondsAfterFinished) }}
+ttlSecondsAfterFinished: {{ .Values.backend.ttlSecondsAfterFinished }}
+{{- end }}
+podFailurePolicy:
+  rules:
+    # Bad flags (argparse's exit 2): another try cannot help.
+    - action: FailJob
+      onExitCodes:
+        containerName: backend
+        operator: In
+        values: [2]
+    # Evicted by a drain, preempted, or its node lost: a new pod resumes the run, and no retry is spent.
+    - action: Ignore
+      onPodConditions:
+        - type: DisruptionTarget
+          status: "True"
+template:
+  metadata:
+    labels:
+      {{- include "colearn-fleet.selectorLabels" (dict "ctx" . "component" "backend") | nindent 6 }}
+      app.kubernetes.io/part-of: colearn-fleet
+      colearn.io/run: {{ $run | quote }}
+      {{- with .Values.backend.podLabels }}
+      {{- toYaml . | nindent 6 }}
+      {{- end }}
+    {{- with .Values.backend.podAnnotations }}
+    annotations:
+      {{- toYaml . | nindent 6 }}
+    {{- end }}
+  spec:
+    restartPolicy: Never
+    serviceAccountName: {{ include "colearn-fleet.serviceAccountName" . }}
+    automountServiceAccountToken: false
+    enableServiceLinks: false
+    securityContext:
+      {{- include "colearn-fleet.podSecurityContext" . | nindent 6 }}
+    {{- with .Values.imagePullSecrets }}
+    imagePullSecrets:
+      {{- toYaml . | nindent 6 }}
+    {{- end }}
+    {{- with .Values.backend.priorityClassName }}
+    priorityClassName: {{ . }}
+    {{- end }}
+    {{- with .Values.backend.schedulerName }}
+    schedulerName: {{ . }}
+    {{- end }}
+    {{- with .Values.backend.nodeSelector }}
+    nodeSelector:
+      {{- toYaml . | nindent 6 }}
+    {{- end }}
+    {{- with .Values.backend.tolerations }}
+    tolerations:
+      {{- toYaml . | nindent 6 }}
+    {{- end }}
+    {{- with .Values.backend.affinity }}
+    affinity:
+      {{- toYaml . | nindent 6 }}
+    {{- end }}
+    containers:
+      - name: backend
+        image: {{ include "colearn-fleet.backendImage" . }}
+        imagePullPolicy: {{ .Values.backend.image.pullPolicy }}
+        # The image's entrypoint is `colearn-backend`. Learner i is the StatefulSet's pod i, and with
+        # an embedded dataset it gets shard i of N.
+        args:
+          - run
+          - {{ printf "--learners=%v" (include "colearn-fleet.learnerAddresses" .) | quote }}
+          - {{ printf "--model_tag=%v" (.Values.backend.modelTag) | quote }}
+          - {{ printf "--dataloader_tag=%v" (.Values.backend.dataloaderTag) | quote }}
+          - {{ printf "--model_params=%v" (toJson .Values.backend.modelParams) | quote }}
+          - {{ printf "--dataloader_params=%v" (toJson .Values.backend.dataloaderParams) | quote }}
+          {{- with $locations }}
+          - {{ printf "--data_locations=%v" (join "," .) | quote }}
+          {{- end }}
+          - {{ printf "--rounds=%v" (int .Values.backend.rounds) | quote }}
+          - {{ printf "--vote_threshold=%v" (.Values.vote.threshold) | quote }}
+          - {{ printf "--quorum=%v" (int .Values.vote.quorum) | quote }}
+          - {{ printf "--connect_timeout=%v" (.Values.backend.connectTimeoutSeconds) | quote }}
+          - {{ printf "--round_timeout=%v" (.Values.backend.roundTimeoutSeconds) | quote }}
+          # The experiment's run directory: a pod that finds it (a retry, a replacement) resumes the run.
+          - {{ printf "--out=/results/%v" $run | quote }}
+          - --resume_if_exists
+          - {{ printf "--metrics_port=%v" (int .Values.backend.metricsPort) | quote }}
+          - {{ printf "--log_level=%v" (.Values.backend.logLevel) | quote }}
+          {{- if .Values.tls.enabled }}
+          - --tls_ca=/etc/colearn/tls-ca/ca.crt
+          {{- if .Values.tls.mtls }}
+          - --tls_cert=/etc/colearn/tls-client/tls.crt
+          - --tls_key=/etc/colearn/tls-client/tls.key
+          {{- end }}
+          {{- with .Values.tls.serverName }}
+          - {{ printf "--tls_server_name=%v" (.) | quote }}
+          {{- end }}
+          {{- end }}
+        {{- if or .Values.auth.existingSecret .Values.backend.extraEnv }}
+        env:
+          {{- if .Values.auth.existingSecret }}
+          # From the environment, not a flag: a command line is visible to anyone who can list processes.
+          - name: COLEARN_AUTH_TOKEN
+            valueFrom:
+              secretKeyRef:
+                name: {{ .Values.auth.existingSecret }}
+                key: {{ .Values.auth.secretKey }}
+          {{- end }}
+          {{- with .Values.backend.extraEnv }}
+          {{- toYaml . | nindent 10 }}
+          {{- end }}
+        {{- end }}
+        {{- with .Values.backend.extraEnvFrom }}
+        envFrom:
+          {{- toYaml . | nindent 10 }}
+        {{- end }}
+        ports:
+          - name: metrics
+            containerPort: {{ .Values.backend.metricsPort }}
+            protocol: TCP
+        resources:
+          {{- toYaml .Values.backend.resources | nindent 10 }}
+        securityContext:
+          {{- include "colearn-fleet.containerSecurityContext" . | nindent 10 }}
+        volumeMounts:
+          - name: results
+            mountPath: /results
+          - name: tmp
+            mountPath: /tmp
+          {{- if .Values.tls.enabled }}
+          - name: tls-ca
+            mountPath: /etc/colearn/tls-ca
+            readOnly: true
+          {{- if .Values.tls.mtls }}
+          - name: tls-client
+            mountPath: /etc/colearn/tls-client
+            readOnly: true
+          {{- end }}
+          {{- end }}
+          {{- with .Values.backend.extraVolumeMounts }}
+          {{- toYaml . | nindent 10 }}
+          {{- end }}
+    volumes:
+      - name: results
+        {{- with include "colearn-fleet.resultsClaim" . }}
+        persistentVolumeClaim:
+          claimName: {{ . }}
+        {{- else }}
+        emptyDir: {}
+        {{- end }}
+      - name: tmp
+        emptyDir: {}
+      {{- if .Values.tls.enabled }}
+      # Only the CA of the learners' Secret: the backend never sees their private key.
+      - name: tls-ca
+        secret:
+          secretName: {{ .Values.tls.secretName }}
+          defaultMode: 288
+          items:
+            - key: ca.crt
+              path: ca.crt
+      {{- if .Values.tls.mtls }}
+      - name: tls-client
+        secret:
+          secretName: {{ .Values.tls.clientSecretName }}
+          defaultMode: 288
+          items:
+            - key: tls.crt
+              path: tls.crt
+            - key: tls.key
+              path: tls.key
+      {{- end }}
+      {{- end }}
+      {{- with .Values.backend.extraVolumes }}
+      {{- toYaml . | nindent 6 }}
+      {{- end }}
+{{- end }}
+
+{{/* The results claim: backend.results.existingClaim, the chart's `<prefix>-results`, or none (emptyDir). */}}
+{{- define "colearn-fleet.resultsClaim" -}}
+{{- if .Values.backend.results.existingClaim }}
+{{- .Values.backend.results.existingClaim }}
+{{- else if .Values.backend.results.persistence.enabled }}
+{{- include "colearn-fleet.prefix" . }}-results
+{{- end }}
+{{- end }}
