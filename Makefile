@@ -23,7 +23,7 @@ LEARNERS      ?= 3
 IMAGE_BUILD_ARGS = --build-arg BASE_IMAGE=$(BASE_IMAGE) --build-arg WHEELHOUSE=$(WHEELHOUSE)
 
 .PHONY: install proto lock test lint contract contract-release buf demo bench clean image image-gpu wheelhouse \
-	compose-up compose-down test-e2e helm-lint test-helm
+	compose-up compose-down test-e2e helm-lint test-helm test-k8s
 
 # The wire contract's linter and breaking-change check: the npm package @bufbuild/buf, pinned, in tools/.
 BUF_VERSION ?= 1.75.0
@@ -126,6 +126,12 @@ test-helm: install
 	$(BIN)/python helm/fetch_helm.py
 	$(BIN)/python helm/validate_chart.py
 	$(BIN)/python -m pytest tests/helm $(PYTEST_ARGS)
+
+# tests/k8s: the chart installed on a real Kubernetes 1.36 control plane with fake nodes (../shared/k8s, or
+# COLEARN_K8S_KIT; a $KUBECONFIG that reaches a server instead): validation, install, upgrade, drain, uninstall.
+test-k8s: install
+	$(BIN)/python helm/fetch_helm.py
+	$(BIN)/python -m pytest tests/k8s $(PYTEST_ARGS)
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache .ruff_cache .hypothesis
