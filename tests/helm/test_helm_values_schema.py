@@ -32,8 +32,14 @@ BAD_VALUES = [
     ({"learner": {"spreadTopologyKey": "-zone"}}, "at '/learner/spreadTopologyKey'"),
     ({"learner": {"spreadTopologyKey": "a/b/c"}}, "at '/learner/spreadTopologyKey'"),
     # GPUs come from gpu.count: a GPU in the learners' CPU/memory resources would contradict it.
-    ({"learner": {"resources": {"limits": {"nvidia.com/gpu": 2}}}}, "at '/learner/resources/limits/nvidia.com~1gpu'"),
-    ({"learner": {"resources": {"requests": {"amd.com/gpu": 1}}}}, "at '/learner/resources/requests/amd.com~1gpu'"),
+    (
+        {"learner": {"resources": {"limits": {"nvidia.com/gpu": 2}}}},
+        "at '/learner/resources/limits/nvidia.com~1gpu'",
+    ),
+    (
+        {"learner": {"resources": {"requests": {"amd.com/gpu": 1}}}},
+        "at '/learner/resources/requests/amd.com~1gpu'",
+    ),
     ({"gpu": {"resources": {"limits": {"nvidia.com/gpu": 2}}}}, "at '/gpu/resources/limits/nvidia.com~1gpu'"),
     ({"pdb": {"maxUnavailable": 0}}, "at '/pdb/maxUnavailable'"),
     ({"pdb": {"maxUnavailable": "0%"}}, "at '/pdb/maxUnavailable'"),

@@ -13,19 +13,10 @@ activeDeadlineSeconds: {{ .Values.backend.activeDeadlineSeconds }}
 {{- if not (kindIs "invalid" .Values.backend.ttlSecondsAfterFinished) }}
 ttlSecondsAfterFinished: {{ .Values.backend.ttlSecondsAfterFinished }}
 {{- end }}
-podFailurePolicy:
-  rules:
-    # Bad flags (argparse's exit 2): another try cannot help.
-    - action: FailJob
-      onExitCodes:
-        containerName: backend
-        operator: In
-        values: [2]
-    # Evicted by a drain, preempted, or its node lost: a new pod resumes the run, and no retry is spent.
-    - action: Ignore
-      onPodConditions:
-        - type: DisruptionTarget
-          status: "True"
+# No podFailurePolicy: with one, the Job replaces a pod only once the pod has reached a terminal phase,
+# so a backend on a lost node would wait for the node's pods to be garbage-collected before the run
+# resumes. Without one, a deleted or evicted pod is replaced at once (and counts against backoffLimit);
+# the run directory's lock keeps a second backend off the run while the first is still stopping.
 template:
   metadata:
     labels:
