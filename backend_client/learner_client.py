@@ -28,7 +28,7 @@ from colearn_contract.parameters import from_struct, struct_from_json
 from colearn_contract.serialized_weights import SerializedWeights, serialized
 from colearn_contract.v1 import learner_pb2 as pb
 from colearn_contract.v1 import learner_pb2_grpc as pb_grpc
-from colearn_contract.weight_relay import RelayedWeights, receive_relayed
+from colearn_contract.weight_relay import ArrivingWeights, RelayedWeights, receive_relayed
 from colearn_contract.weight_stream import DEFAULT_PART_BYTES, MIB, WeightsStreamError
 from colearn_runtime.grpc_options import channel_options
 from colearn_runtime.transport_security import ClientSecurity
@@ -153,10 +153,24 @@ class LearnerClient(MachineLearningInterface):
     def _call(self, method: str, call: Callable[[], _T]) -> _T:
         try:
             return call()
-        except grpc.RpcError as exc:
-            raise from_rpc_error(self.name, self.address, method, exc) from None
-        except WeightsStreamError as exc:
-            raise LearnerError(self.name, self.address, method, None, f"bad weights stream: {exc}") from None
+        except (grpc.RpcError, WeightsStreamError) as exc:
+            raise self._translated(method, exc) from None
+        except grpc.FutureCancelledError:
+            raise LearnerUnavailableError(
+                self.name,
+                self.address,
+                method,
+                grpc.StatusCode.CANCELLED,
+                "cancelled: the relayed stream broke",
+            ) from None
+
+    def _translated(self, method: str, exc: Exception) -> Exception:
+        """A failed call as the ``LearnerError`` that names this learner, the method and the status."""
+        if isinstance(exc, grpc.RpcError):
+            return from_rpc_error(self.name, self.address, method, exc)
+        if isinstance(exc, WeightsStreamError):
+            return LearnerError(self.name, self.address, method, None, f"bad weights stream: {exc}")
+        return exc
 
     # -- queries ------------------------------------------------------------------------------------
 
@@ -230,14 +244,31 @@ class LearnerClient(MachineLearningInterface):
         )
         return Weights(weights=relayed)
 
+    def start_proposal(self) -> Weights[ArrivingWeights]:
+        """Asks for a proposal and returns at once: its parts can be relayed to the voters while they
+        arrive (``ArrivingWeights``). A failed call, or a broken stream, raises from the weights' methods
+        as the ``LearnerError`` that ``mli_propose_weights`` would raise."""
+        call = self._weights_methods.ProposeWeights(
+            pb.ProposeWeightsRequest(), timeout=self.deadlines.propose
+        )
+        return Weights(
+            weights=ArrivingWeights(call, self._max_weights_bytes, error=self._error("ProposeWeights"))
+        )
+
+    def _error(self, method: str) -> Callable[[Exception], Exception]:
+        return lambda exc: self._translated(method, exc)
+
     def mli_test_weights(self, weights: Weights[SerializedWeights]) -> ProposedWeights:
         encoded = serialized(weights)
-        r = self._call(
-            "TestWeights",
-            lambda: self._weights_methods.TestWeights(
-                encoded.serialized_parts(self._part_bytes), timeout=self.deadlines.test
-            ),
-        )
+        parts = encoded.serialized_parts(self._part_bytes)
+        if isinstance(encoded, ArrivingWeights):  # relayed while it arrives: cancelled if it breaks
+            call = self._weights_methods.TestWeights.future(parts, timeout=self.deadlines.test)
+            encoded.on_failure(call.cancel)
+            r = self._call("TestWeights", call.result)
+        else:
+            r = self._call(
+                "TestWeights", lambda: self._weights_methods.TestWeights(parts, timeout=self.deadlines.test)
+            )
         return ProposedWeights(
             weights=weights,
             vote_score=r.vote_score if r.HasField("vote_score") else None,

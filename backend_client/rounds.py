@@ -7,7 +7,10 @@ the round. When fewer voters answer than ``quorum``, the round is void and no we
 
 These functions take any ``MachineLearningInterface``: in-process models and ``LearnerClient``s alike.
 With ``LearnerClient``s, each learner receives the proposal once: ``TestWeights`` caches it, and the
-accept is ``AcceptProposal`` by id. ``backend_client.resync`` runs a round after bringing every learner to
+accept is ``AcceptProposal`` by id. The proposal is relayed while it arrives (``start_proposal``): the
+voters receive each part as soon as the backend has checked it, and a proposal whose stream breaks
+voids the round (every voter's stream is cancelled, and each discards what it had).
+``backend_client.resync`` runs a round after bringing every learner to
 the fleet's current weights, and leaves out (``absent``) the learners it could not reach or resync.
 """
 
@@ -24,6 +27,7 @@ from backend_client import failpoints
 from backend_client.fan_out import fan_out
 from backend_client.results import ABSENT, APPROVE, NONE, PROPOSER, REJECT, Result
 from colearn_contract.mli import MachineLearningInterface, ProposedWeights, Weights
+from colearn_contract.weight_relay import ArrivingWeights
 
 _log = logging.getLogger(__name__)
 
@@ -96,14 +100,12 @@ def play_round(
     if proposer in absent:
         return RoundOutcome(_void(result, f"proposer {proposer} is absent", started), None)
     try:
-        proposal = learners[proposer].mli_propose_weights()
+        proposal = _start_proposal(learners[proposer])
+        # Remote proposals carry their digest in their first part (this waits for it).
+        result.proposal_sha256 = getattr(proposal.weights, "sha256", "")
     except Exception as exc:
-        _log.warning("round %d: proposer %d failed: %s", round_index, proposer, exc)
-        result.outcomes[proposer] = ABSENT
-        result.errors[proposer] = str(exc)
-        return RoundOutcome(_void(result, f"proposer {proposer} failed", started), None)
+        return RoundOutcome(_proposer_failed(result, proposer, exc, started), None)
     result.outcomes[proposer] = PROPOSER
-    result.proposal_sha256 = getattr(proposal.weights, "sha256", "")  # remote proposals carry their digest
     proposed = time.perf_counter()
     failpoints.die_at("proposed", round_index)
     if on_proposal is not None:
@@ -112,6 +114,13 @@ def play_round(
     voters = [i for i in range(n) if i != proposer]
     called = [i for i in voters if i not in absent]
     verdicts = fan_out(lambda i: learners[i].mli_test_weights(proposal), called)
+    if isinstance(proposal.weights, ArrivingWeights):
+        arriving = proposal.weights
+        try:
+            proposal = Weights(weights=arriving.result())
+        except Exception as exc:  # its stream broke: no voter got all of it, so no vote counts
+            return RoundOutcome(_proposer_failed(result, proposer, exc, started), None)
+        proposed = arriving.arrived_at or proposed
     present = []
     for i, verdict in verdicts.items():
         if isinstance(verdict, BaseException):
@@ -143,6 +152,19 @@ def play_round(
                 result.errors[i] = f"accept failed: {outcome}"
     result.timings.update(accept=time.perf_counter() - voted, total=time.perf_counter() - started)
     return RoundOutcome(result, proposal if result.vote else None)
+
+
+def _start_proposal(proposer: MachineLearningInterface) -> Weights:
+    """The proposal, relayed while it arrives where the learner can (``LearnerClient.start_proposal``)."""
+    start = getattr(proposer, "start_proposal", None)
+    return start() if start is not None else proposer.mli_propose_weights()
+
+
+def _proposer_failed(result: Result, proposer: int, exc: Exception, started: float) -> Result:
+    _log.warning("round %d: proposer %d failed: %s", result.round_index, proposer, exc)
+    result.outcomes[proposer] = ABSENT
+    result.errors[proposer] = str(exc)
+    return _void(result, f"proposer {proposer} failed", started)
 
 
 def required_approvals(n_learners: int, vote_threshold: float) -> Fraction:

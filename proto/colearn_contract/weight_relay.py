@@ -6,11 +6,16 @@ serialized bytes. The four weights streams share one message shape (a ``WeightsP
 ``ProposeWeightsResponse`` received from the proposer is, byte for byte, the ``TestWeightsRequest`` each
 voter gets. Every learner it sends the weights to gets those same bytes objects: the proposal is held
 once, whatever the fleet's size, and no part is cut, copied or serialized again for each learner.
+
+A proposal is relayed while it arrives (``ArrivingWeights``): each part goes on to the voters as soon as
+it is checked, so the voters receive the proposal while the proposer is still sending it.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator
 
 from google.protobuf.message import DecodeError
 
@@ -83,11 +88,156 @@ def receive_relayed(wire_parts: Iterable[bytes], max_total_bytes: int) -> Relaye
     checker = WeightsAssembler(max_total_bytes, join=False)
     kept = []
     for wire in wire_parts:
-        try:
-            message = _Message.FromString(wire)
-        except DecodeError:
-            raise WeightsStreamError(f"part {len(kept)} is not a weights message") from None
-        checker.add(message.part)
+        checker.add(_parse(wire, len(kept)))
         kept.append(wire)
     checker.verified_header()
     return RelayedWeights(tuple(kept), checker.total_bytes)
+
+
+def _parse(wire: bytes, index: int) -> pb.WeightsPart:
+    try:
+        return _Message.FromString(wire).part
+    except DecodeError:
+        raise WeightsStreamError(f"part {index} is not a weights message") from None
+
+
+class ArrivingWeights(SerializedWeights):
+    """A proposal relayed while it arrives.
+
+    A thread reads the sender's stream and checks each part as every receiver does; ``serialized_parts``
+    hands each checked part on at once, so every reader (a voter's request stream) follows the sender
+    part by part. The last part is held back until the whole stream's sha256 has been checked, so no
+    reader ever receives a complete stream that the relay refused. When the stream breaks (a bad part, a
+    wrong digest, the sender failing or stopping early), the sender's call is cancelled, so is every
+    reader's call that registered with ``on_failure``, and every reader's iterator ends short of the
+    whole: a voter discards what it had.
+
+    ``result()`` waits for the whole stream and gives it as ``RelayedWeights`` (or raises its error);
+    everything that needs the whole buffer (``buffer``, the mapping, ``renamed``) waits for it.
+    """
+
+    def __init__(
+        self,
+        wire_parts: Iterable[bytes],
+        max_total_bytes: int,
+        *,
+        error: Callable[[Exception], Exception] = lambda exc: exc,
+    ) -> None:
+        self._changed = threading.Condition()
+        self._parts: list[bytes] = []
+        self._first: pb.WeightsPart | None = None
+        self._whole: RelayedWeights | None = None
+        self._error: Exception | None = None
+        self._wrap_error = error
+        self._on_failure: list[Callable[[], object]] = []
+        self._failing = False
+        #: ``time.perf_counter()`` when the whole stream had arrived and was checked.
+        self.arrived_at: float | None = None
+        self._pump = threading.Thread(
+            target=self._receive, args=(wire_parts, max_total_bytes), name="relay-in", daemon=True
+        )
+        self._pump.start()
+
+    def __repr__(self) -> str:
+        state = "failed" if self._error else ("complete" if self._whole else "arriving")
+        return f"ArrivingWeights({state}, parts={len(self._parts)})"
+
+    def _receive(self, wire_parts: Iterable[bytes], max_total_bytes: int) -> None:
+        checker = WeightsAssembler(max_total_bytes, join=False)
+        try:
+            for wire in wire_parts:
+                part = _parse(wire, len(self._parts))
+                checker.add(part)
+                if checker.received == checker.total_bytes:
+                    checker.verified_header()  # the last part goes on only once the whole is checked
+                with self._changed:
+                    self._first = self._first or part
+                    self._parts.append(wire)
+                    self._changed.notify_all()
+            checker.verified_header()  # an empty or short stream
+            whole = RelayedWeights(tuple(self._parts), checker.total_bytes)
+        except Exception as exc:  # every failure of the stream reaches every reader
+            cancel = getattr(wire_parts, "cancel", None)
+            if cancel is not None:
+                cancel()
+            # The readers' calls are cancelled before their streams end: a stream that ended first could
+            # look whole to its receiver (bytes past the end come after the last part).
+            with self._changed:
+                cancels, self._on_failure = self._on_failure, []
+                self._failing = True
+            for cancel_reader in cancels:
+                cancel_reader()
+            with self._changed:
+                self._error = self._wrap_error(exc)
+                self._changed.notify_all()
+            return
+        with self._changed:
+            self._whole = whole
+            self.arrived_at = time.perf_counter()
+            self._changed.notify_all()
+
+    def _wait(self, ready: Callable[[], bool], timeout: float | None = None) -> None:
+        with self._changed:
+            if not self._changed.wait_for(lambda: ready() or self._error is not None, timeout):
+                raise TimeoutError("the relayed stream is still arriving")
+            if self._error is not None and not ready():
+                raise self._error
+
+    def result(self, timeout: float | None = None) -> RelayedWeights:
+        """The whole stream, checked; raises the stream's error."""
+        self._wait(lambda: self._whole is not None, timeout)
+        assert self._whole is not None
+        return self._whole
+
+    @property
+    def failed(self) -> bool:
+        return self._error is not None
+
+    def on_failure(self, cancel: Callable[[], object]) -> None:
+        """Runs ``cancel`` if the stream breaks (at once if it has): a reader's call to cancel."""
+        with self._changed:
+            if not self._failing:
+                self._on_failure.append(cancel)
+                return
+        cancel()
+
+    def serialized_parts(self, part_bytes: int = DEFAULT_PART_BYTES) -> Iterator[bytes]:
+        """The parts as they are checked, waiting for each. If the stream breaks they end short of the
+        whole, which no receiver takes (its reader's call is cancelled too: ``on_failure``)."""
+        sent = 0
+        while (wire := self._next_part(sent)) is not None:
+            yield wire
+            sent += 1
+
+    def _next_part(self, index: int) -> bytes | None:
+        """Part ``index`` once it is checked; None at the end of the stream, whole or broken."""
+        with self._changed:
+            self._changed.wait_for(
+                lambda: index < len(self._parts) or self._whole is not None or self._error is not None
+            )
+            if index < len(self._parts) and self._error is None:
+                return self._parts[index]
+            return None
+
+    def _header(self) -> pb.WeightsPart:
+        self._wait(lambda: self._first is not None)
+        assert self._first is not None
+        return self._first
+
+    @property
+    def sha256(self) -> str:
+        return self._header().header.sha256
+
+    @property
+    def proposal_id(self) -> str:
+        return self._header().header.proposal_id
+
+    @property
+    def size(self) -> int:
+        return self._header().total_bytes
+
+    def buffer(self) -> bytes:
+        return self.result().buffer()
+
+    def renamed(self, proposal_id: str) -> RelayedWeights:
+        return self.result().renamed(proposal_id)

@@ -172,6 +172,11 @@ class PartsAssembler:
     def total_bytes(self) -> int:
         return self._total
 
+    @property
+    def received(self) -> int:
+        """Bytes received so far: ``total_bytes`` once the last part is in."""
+        return self._received
+
     def verified_header(self) -> Any:
         """Ends the stream: it must be complete, and its data must match the header's sha256."""
         if self._header is None:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import os
+import threading
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -18,7 +20,7 @@ from test_weight_stream import REJECTED, mutate
 from colearn_contract.mli import Weights
 from colearn_contract.serialized_weights import WEIGHTS_SHA256_KEY
 from colearn_contract.v1 import learner_pb2 as pb
-from colearn_contract.weight_relay import receive_relayed
+from colearn_contract.weight_relay import ArrivingWeights, receive_relayed
 from colearn_contract.weight_stream import MIB, EncodedWeights, WeightsStreamError, assemble, iter_parts
 from colearn_contract.weights_codec import TensorLayout, WeightsCodecError, encode_tensors
 
@@ -100,6 +102,100 @@ def test_fuzz_the_relay_raises_only_stream_errors(noise: list[bytes], keep: int)
     good = wire(EncodedWeights.wrap(b"x" * 100, proposal_id="p"))
     with contextlib.suppress(WeightsStreamError):
         receive_relayed(good[:keep] + noise, CAP)
+
+
+# --- relayed while it arrives ------------------------------------------------------------------------------
+
+
+class Sender:
+    """A sender's stream that a test releases part by part, and that records a cancellation."""
+
+    def __init__(self, parts: list[bytes]) -> None:
+        self.parts = parts
+        self.released = threading.Semaphore(0)
+        self.cancelled = threading.Event()
+
+    def __iter__(self) -> Iterator[bytes]:
+        for part in self.parts:
+            assert self.released.acquire(timeout=30), "the test never released this part"
+            yield part
+
+    def release(self, n: int = 1) -> None:
+        for _ in range(n):
+            self.released.release()
+
+    def cancel(self) -> None:
+        self.cancelled.set()
+
+
+def test_readers_get_each_part_while_the_rest_is_still_arriving() -> None:
+    weights = EncodedWeights.wrap(os.urandom(3 * MIB + 5), proposal_id="p")
+    sent = wire(weights)
+    sender = Sender(sent)
+    arriving = ArrivingWeights(sender, CAP)
+    readers = [arriving.serialized_parts() for _ in range(3)]
+    sender.release()  # only the first part has come in
+    assert [next(reader) for reader in readers] == [sent[0]] * 3
+    assert (arriving.sha256, arriving.proposal_id, arriving.size) == (weights.sha256, "p", weights.size)
+    with pytest.raises(TimeoutError):
+        arriving.result(timeout=0.05)
+    sender.release(len(sent) - 1)
+    for reader in readers:
+        rest = list(reader)
+        assert all(a is b for a, b in zip(rest, sent[1:], strict=True))  # the same bytes objects, no copy
+    whole = arriving.result()
+    assert whole.wire_parts == tuple(sent) and whole.sha256 == weights.sha256
+    assert arriving.buffer() == bytes(weights.data) and arriving == weights
+    assert not sender.cancelled.is_set() and not arriving.failed
+
+
+def test_the_last_part_is_held_back_until_the_whole_digest_is_checked() -> None:
+    weights = EncodedWeights.wrap(os.urandom(2 * MIB + 1), proposal_id="p")
+    lying = dataclasses.replace(weights, sha256="0" * 64)  # every part in place, the digest wrong
+    sent = wire(lying)
+    sender = Sender(sent)
+    cancelled = threading.Event()
+    arriving = ArrivingWeights(sender, CAP)
+    arriving.on_failure(cancelled.set)
+    sender.release(len(sent))
+    got = list(arriving.serialized_parts())
+    assert got == sent[: len(got)] and len(got) < len(sent)  # never the part that would make it whole
+    with pytest.raises(WeightsStreamError, match="sha256 mismatch"):
+        arriving.result()
+    assert arriving.failed and cancelled.is_set() and sender.cancelled.is_set()
+    late = threading.Event()
+    arriving.on_failure(late.set)  # a reader that registers after the failure is cancelled at once
+    assert late.is_set()
+
+
+@pytest.mark.parametrize("name", list(REJECTED))
+def test_a_broken_stream_reaches_no_reader_whole(name: str) -> None:
+    sent = [pb.TestWeightsRequest(part=p).SerializeToString() for p in mutate(REJECTED[name])]
+    arriving = ArrivingWeights(iter(sent), CAP, error=lambda exc: RuntimeError(f"relay: {exc}"))
+    with pytest.raises(RuntimeError, match="relay: "):  # the caller's own error type
+        arriving.result()
+    with pytest.raises(RuntimeError):
+        arriving.buffer()
+    assert len(list(arriving.serialized_parts())) < len(sent) or not sent
+
+
+@settings(max_examples=200, deadline=None, database=None)
+@given(st.lists(st.binary(max_size=64), max_size=4), st.integers(0, 3))
+def test_fuzz_arriving_weights_end_whole_and_checked_or_short_and_refused(
+    noise: list[bytes], keep: int
+) -> None:
+    good = wire(EncodedWeights.wrap(b"x" * 100, proposal_id="p"))
+    stream = good[:keep] + noise
+    arriving = ArrivingWeights(iter(stream), CAP)
+    got = list(arriving.serialized_parts())
+    try:
+        expected = receive_relayed(stream, CAP)
+    except WeightsStreamError:
+        with pytest.raises(WeightsStreamError):
+            arriving.result()
+        assert got != stream or not stream  # a reader never has all of a stream the relay refused
+        return
+    assert arriving.result().wire_parts == expected.wire_parts == tuple(got)
 
 
 # --- weights a user can read, compare and save ------------------------------------------------------------
