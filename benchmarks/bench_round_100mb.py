@@ -6,6 +6,11 @@ learner processes, is a round shaped like colearn 0.2.8's: every call in turn, t
 own proposal, and every learner receives the weights twice (``TestWeights``, then ``SetWeights``).
 Training and evaluation take 0 s, so the round time is transport and codec only. Rounds of both kinds
 alternate, so that the machine's noise falls on both alike.
+
+Two more figures come from the same runs. The relay before pipelining (the backend takes the whole
+proposal, then sends it to the voters) is ours with ``start_proposal`` hidden, so the round falls back to
+``mli_propose_weights``. And the hardware's floor: the bytes the round moves (the proposal in, and out to
+each of the N - 1 voters), sent over raw TCP on 127.0.0.1 one payload at a time.
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ import statistics
 import time
 from collections.abc import Sequence
 
+from bench_transfer import RawTcpSink
 from figures import emit, log, repetitions_parser, runs_from
 from learner_processes import LearnerProcesses, toy_clients
 
@@ -45,21 +51,46 @@ def colearn_028_round(learners: Sequence[LearnerClient], vote_threshold: float, 
     return accepted
 
 
+class WholeFirst:
+    """A learner client without ``start_proposal``: the relay takes the whole proposal before any voter
+    gets a byte, as it did before pipelining."""
+
+    def __init__(self, client: LearnerClient) -> None:
+        self._client = client
+
+    def __getattr__(self, name: str) -> object:
+        if name == "start_proposal":
+            raise AttributeError(name)
+        return getattr(self._client, name)
+
+
+def raw_tcp_round(sink: RawTcpSink, payload: bytes, transfers: int) -> float:
+    """The round's bytes over raw TCP: ``transfers`` payloads, one after another."""
+    return sum(sink.send(payload) for _ in range(transfers))
+
+
 def main() -> None:
     reuse_freed_memory(one_heap=True)  # this process plays the backend: the settings colearn-backend applies
     args = repetitions_parser(__doc__.splitlines()[0], default_runs=7, quick_runs=3).parse_args()
     runs = runs_from(args)
     ours: list[float] = []
     baseline: list[float] = []
+    whole_first: list[float] = []
+    raw_tcp: list[float] = []
     phases: dict[str, list[float]] = {"propose": [], "vote": [], "accept": []}
     fleet = LearnerProcesses(N_LEARNERS)
     clients: list[LearnerClient] = []
     try:
         fleet.start()
         clients = toy_clients(fleet.addresses, WEIGHTS_MB)
+        unpipelined = [WholeFirst(c) for c in clients]
+        payload = bytes(clients[0].mli_get_current_weights().weights.buffer())
+        sink = RawTcpSink(len(payload)).__enter__()
         # One warm-up round of each kind: first-touch page faults and channel set-up are not a round's cost.
         collective_learning_round(clients, VOTE_THRESHOLD, 0)
         colearn_028_round(clients, VOTE_THRESHOLD, 1)
+        collective_learning_round(unpipelined, VOTE_THRESHOLD, 0)  # type: ignore[arg-type]
+        raw_tcp_round(sink, payload, N_LEARNERS)
         for r in range(runs):
             start = time.perf_counter()
             result = collective_learning_round(clients, VOTE_THRESHOLD, 2 + 2 * r)
@@ -72,10 +103,18 @@ def main() -> None:
             if not colearn_028_round(clients, VOTE_THRESHOLD, 3 + 2 * r):
                 raise RuntimeError("the baseline round was not accepted")
             baseline.append(time.perf_counter() - start)
+            start = time.perf_counter()
+            if not collective_learning_round(unpipelined, VOTE_THRESHOLD, 2 + 2 * r).vote:  # type: ignore[arg-type]
+                raise RuntimeError("the whole-first round was not accepted")
+            whole_first.append(time.perf_counter() - start)
+            # The proposal comes in once and goes out to N - 1 voters: N payloads.
+            raw_tcp.append(raw_tcp_round(sink, payload, N_LEARNERS))
             log(
-                f"round_100mb run {r + 1}/{runs}: ours {ours[-1]:.3f} s, "
-                f"colearn-0.2.8-style {baseline[-1]:.3f} s"
+                f"round_100mb run {r + 1}/{runs}: ours {ours[-1]:.3f} s, whole-first relay "
+                f"{whole_first[-1]:.3f} s, colearn-0.2.8-style {baseline[-1]:.3f} s, "
+                f"raw TCP {raw_tcp[-1]:.3f} s"
             )
+        sink.__exit__(None, None, None)
     finally:
         for client in clients:
             client.stop()
@@ -89,6 +128,16 @@ def main() -> None:
         ratio_to_reference=round(statistics.median(ours) / REFERENCE_COLEARN_028_S, 4),
         phases_median_s={k: round(statistics.median(v), 4) for k, v in phases.items()},
         n_learners=N_LEARNERS, weights_mb=WEIGHTS_MB,
+    )  # fmt: skip
+    emit(
+        "round_n4_100mb_over_raw_tcp", "s", ours,
+        baseline="raw TCP 127.0.0.1, the round's bytes (N payloads), same run", baseline_samples=raw_tcp,
+        target="<= 2.5", target_on="ratio", n_learners=N_LEARNERS, weights_mb=WEIGHTS_MB,
+    )  # fmt: skip
+    emit(
+        "round_n4_100mb_pipelined_over_whole_first", "s", ours,
+        baseline="the same round, the relay taking the whole proposal first, same run",
+        baseline_samples=whole_first, target_on="ratio", n_learners=N_LEARNERS, weights_mb=WEIGHTS_MB,
     )  # fmt: skip
 
 
