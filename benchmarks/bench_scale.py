@@ -1,12 +1,15 @@
-"""Figures (e) and (g): a round with 64 learners on this machine, and the backend's memory in a 100 MB round.
+"""Figures (e) and (g): a round with 64 (or --learners N) learners, and the backend RSS in a 100 MB round.
 
-(e) 64 TOY learner processes with 1 MiB weights and 0 s training and evaluation. Ours is
+(e) 64 TOY learner processes (``--learners N``: N of them; issue 16 asks for 128) with 1 MiB weights and 0 s
+training and evaluation. Ours is
 ``collective_learning_round``; the baseline, alternated with it over the same learners, is the
 colearn-0.2.8-style sequential round of ``bench_round_100mb`` (every call in turn, the proposer also
 votes, the accept resends the weights). Also reported: each round's phases, and the backend's thread
 count (psutil, sampled every 2 ms) at its peak during each kind of round against the count just before
 it, because the issue asks for "a bounded pool that scales to 64 learners; no per-learner thread that
-idles through a round".
+idles through a round". The same sampler reads this process's RSS (it is the backend: every
+``LearnerClient`` lives here), so that the round's peak RSS is reported against the RSS just before it
+and against the sequential round's peak.
 
 (g) 8 TOY learner processes with 100 MiB weights. The backend is a separate process (this script with
 ``--backend-driver``), so that the resident memory measured is the backend's alone. A driver connects a
@@ -52,11 +55,13 @@ VOTE_THRESHOLD = 0.5
 
 N_SCALE = 64
 SCALE_WEIGHTS_MB = 1.0
+# Each idle TOY learner process holds about 67 MB (figure (d)): 128 of them need about 9 GB.
+LEARNER_RSS_MB = 70
 # 64 interpreters importing grpc and numpy at once on 2 cores take 20-40 s to all answer health; the probes
 # run one after the other, so the first one waits for most of that.
 SCALE_START_TIMEOUT_S = 300.0
 THREAD_SAMPLE_S = 0.002
-TARGET_SCALE_S = "<= 3"
+TARGET_SCALE_S = {64: "<= 3", 128: "<= 0.5"}
 
 N_RSS = 8
 RSS_WEIGHTS_MB = 100.0
@@ -68,16 +73,23 @@ TARGET_RSS_RATIO = "<= 3"
 class PeakSampler:
     """Reads ``read()`` every ``interval`` s on a daemon thread while in a ``with``; keeps the largest value.
 
+    ``also`` are further readings taken at the same instants (one thread, whatever their number); their
+    peaks are in ``also_peaks``, in order.
+
     A thread of Python needs the GIL to sample, so a peak inside a long GIL-holding call can fall between two
     samples; callers that need the true peak also read a kernel counter (``ru_maxrss``).
     """
 
-    def __init__(self, read: Callable[[], float], interval: float) -> None:
+    def __init__(
+        self, read: Callable[[], float], interval: float, also: Sequence[Callable[[], float]] = ()
+    ) -> None:
         self._read = read
+        self._also = tuple(also)
         self._interval = interval
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True, name="peak-sampler")
         self.peak = 0.0
+        self.also_peaks = [0.0] * len(self._also)
         self.samples = 0
 
     def __enter__(self) -> PeakSampler:
@@ -92,6 +104,8 @@ class PeakSampler:
 
     def _take(self) -> None:
         self.peak = max(self.peak, self._read())
+        for k, read in enumerate(self._also):
+            self.also_peaks[k] = max(self.also_peaks[k], read())
         self.samples += 1
 
     def _run(self) -> None:
@@ -99,72 +113,111 @@ class PeakSampler:
             self._take()
 
 
-# -- (e) one round with 64 learners ------------------------------------------------------------------------
+# -- (e) one round with 64 (or N) learners -------------------------------------------------------------------
 
 
-def round_with_64(runs: int) -> None:
+def memory_check(n: int) -> None:
+    """Refuses to start ``n`` learners that would not fit in the memory available now (no swap here)."""
+    need_mb = n * LEARNER_RSS_MB
+    available_mb = psutil.virtual_memory().available / MB
+    log(f"scale: {n} learners need about {need_mb} MB; {available_mb:.0f} MB available")
+    if need_mb > 0.8 * available_mb:
+        raise SystemExit(
+            f"{n} learner processes need about {need_mb} MB, more than 80% of the {available_mb:.0f} MB "
+            f"available: measure fewer (--learners)"
+        )
+
+
+def round_with_n(runs: int, n: int) -> None:
+    memory_check(n)
     started = time.perf_counter()
     me = psutil.Process()
+
+    def rss() -> float:
+        return float(me.memory_info().rss)
+
     ours: list[float] = []
     baseline: list[float] = []
     phases: dict[str, list[float]] = {"propose": [], "vote": [], "accept": []}
     threads: dict[str, list[float]] = {"before": [], "ours": [], "sequential": []}
-    fleet = LearnerProcesses(N_SCALE, start_timeout=SCALE_START_TIMEOUT_S)
+    memory: dict[str, list[float]] = {"before": [], "ours": [], "sequential": []}
+    fleet = LearnerProcesses(n, start_timeout=SCALE_START_TIMEOUT_S)
     clients: list[LearnerClient] = []
+    start_s = connected_rss = 0.0
     try:
-        log(f"scale: starting {N_SCALE} learner processes")
+        log(f"scale: starting {n} learner processes")
         fleet.start()
         start_s = time.perf_counter() - started
-        log(f"scale: {N_SCALE} learners SERVING after {start_s:.1f} s; setting up TOY")
+        log(f"scale: {n} learners SERVING after {start_s:.1f} s; setting up TOY")
         clients = toy_clients(fleet.addresses, SCALE_WEIGHTS_MB)
-        # A warm-up round of each kind: 64 channels' first calls and first-touch pages are not a round's cost.
+        connected_rss = rss()
+        # A warm-up round of each kind: N channels' first calls and first-touch pages are not a round's cost.
         collective_learning_round(clients, VOTE_THRESHOLD, 0)
         colearn_028_round(clients, VOTE_THRESHOLD, 1)
         for r in range(runs):
             threads["before"].append(me.num_threads())
-            with PeakSampler(me.num_threads, THREAD_SAMPLE_S) as sampler:
+            memory["before"].append(rss())
+            with PeakSampler(me.num_threads, THREAD_SAMPLE_S, also=[rss]) as sampler:
                 start = time.perf_counter()
                 result = collective_learning_round(clients, VOTE_THRESHOLD, 2 + 2 * r)
                 ours.append(time.perf_counter() - start)
             threads["ours"].append(sampler.peak)
+            memory["ours"].append(sampler.also_peaks[0])
             if not result.vote or result.errors:
                 raise RuntimeError(f"round was not accepted cleanly: {result.errors or result.reason}")
             for phase in phases:
                 phases[phase].append(result.timings[phase])
-            with PeakSampler(me.num_threads, THREAD_SAMPLE_S) as sampler:
+            with PeakSampler(me.num_threads, THREAD_SAMPLE_S, also=[rss]) as sampler:
                 start = time.perf_counter()
                 if not colearn_028_round(clients, VOTE_THRESHOLD, 3 + 2 * r):
                     raise RuntimeError("the baseline round was not accepted")
                 baseline.append(time.perf_counter() - start)
             threads["sequential"].append(sampler.peak)
+            memory["sequential"].append(sampler.also_peaks[0])
             log(
                 f"scale run {r + 1}/{runs}: ours {ours[-1]:.3f} s (threads {threads['before'][-1]} -> "
-                f"{threads['ours'][-1]:.0f}), colearn-0.2.8-style {baseline[-1]:.3f} s "
-                f"(threads -> {threads['sequential'][-1]:.0f})"
+                f"{threads['ours'][-1]:.0f}, RSS {memory['before'][-1] / MB:.0f} -> "
+                f"{memory['ours'][-1] / MB:.0f} MB), colearn-0.2.8-style {baseline[-1]:.3f} s "
+                f"(threads -> {threads['sequential'][-1]:.0f}, RSS -> {memory['sequential'][-1] / MB:.0f} MB)"
             )
     finally:
         for client in clients:
             client.stop()
+        pids = fleet.pids
         fleet.stop()
+        alive = [pid for pid in pids if psutil.pid_exists(pid) and psutil.Process(pid).status() != "zombie"]
+        log(f"scale: stopped {len(pids)} learner processes by pid; still alive: {alive or 'none'}")
     wall_s = time.perf_counter() - started
 
     thread_medians = {k: statistics.median(v) for k, v in threads.items()}
     emit(
-        "round_time_n64_1mb", "s", ours,
+        f"round_time_n{n}_1mb", "s", ours,
         baseline="colearn-0.2.8-style sequential round, same learners", baseline_samples=baseline,
-        target=TARGET_SCALE_S, target_on="median",
+        target=TARGET_SCALE_S.get(n, ""), target_on="median",
         phases_median_s={k: round(statistics.median(v), 4) for k, v in phases.items()},
         backend_threads_median=thread_medians,
-        n_learners=N_SCALE, weights_mb=SCALE_WEIGHTS_MB, fleet_start_s=round(start_s, 1),
-        section_wall_s=round(wall_s, 1),
+        n_learners=n, weights_mb=SCALE_WEIGHTS_MB, fleet_start_s=round(start_s, 1),
+        load_average=[round(x, 1) for x in psutil.getloadavg()], section_wall_s=round(wall_s, 1),
     )  # fmt: skip
     emit(
-        "backend_threads_peak_n64", "threads", threads["ours"],
+        f"backend_threads_peak_n{n}", "threads", threads["ours"],
         baseline="the same process in the colearn-0.2.8-style sequential round",
         baseline_samples=threads["sequential"],
         target="", threads_before_median=thread_medians["before"],
         extra_threads_in_round_median=thread_medians["ours"] - thread_medians["before"],
-        informational="peak of psutil num_threads (Python and gRPC core threads) during one round of 64",
+        informational=f"peak of psutil num_threads (Python and gRPC core threads) during one round of {n}",
+    )  # fmt: skip
+    emit(
+        f"backend_peak_rss_n{n}_1mb", "MB", [v / MB for v in memory["ours"]],
+        baseline="the same process in the colearn-0.2.8-style sequential round",
+        baseline_samples=[v / MB for v in memory["sequential"]],
+        target="", rss_before_round_median_mb=round(statistics.median(memory["before"]) / MB, 1),
+        rss_after_setup_mb=round(connected_rss / MB, 1),
+        growth_in_round_median_mb=round(
+            statistics.median(o - b for o, b in zip(memory["ours"], memory["before"], strict=True)) / MB, 1
+        ),
+        informational=f"peak RSS of the backend process (sampled every {THREAD_SAMPLE_S * 1000:.0f} ms) in a "
+        f"round of {n} learners with {SCALE_WEIGHTS_MB:g} MiB weights; it holds {n} channels",
     )  # fmt: skip
 
 
@@ -327,14 +380,17 @@ def main() -> None:
     parser = repetitions_parser(__doc__.splitlines()[0], default_runs=5, quick_runs=3)
     parser.add_argument(
         "--only",
-        choices=("round64", "backend_rss"),
-        help="measure one figure: (e) round64 or (g) backend_rss",
+        choices=("round64", "round", "backend_rss"),
+        help="measure one figure: (e) round (round64 is its old name) or (g) backend_rss",
+    )
+    parser.add_argument(
+        "--learners", type=int, default=N_SCALE, help=f"learner processes in (e) (default {N_SCALE})"
     )
     args = parser.parse_args()
     runs = runs_from(args)
     started = time.perf_counter()
-    if args.only in (None, "round64"):
-        round_with_64(runs)
+    if args.only in (None, "round64", "round"):
+        round_with_n(runs, args.learners)
     if args.only in (None, "backend_rss"):
         backend_rss(runs)
     log(f"bench_scale: {time.perf_counter() - started:.0f} s in all")
