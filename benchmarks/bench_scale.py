@@ -144,9 +144,11 @@ def round_with_n(runs: int, n: int) -> None:
     fleet = LearnerProcesses(n, start_timeout=SCALE_START_TIMEOUT_S)
     clients: list[LearnerClient] = []
     start_s = connected_rss = 0.0
+    pids: list[int] = []
     try:
         log(f"scale: starting {n} learner processes")
         fleet.start()
+        pids = fleet.pids
         start_s = time.perf_counter() - started
         log(f"scale: {n} learners SERVING after {start_s:.1f} s; setting up TOY")
         clients = toy_clients(fleet.addresses, SCALE_WEIGHTS_MB)
@@ -183,8 +185,7 @@ def round_with_n(runs: int, n: int) -> None:
     finally:
         for client in clients:
             client.stop()
-        pids = fleet.pids
-        fleet.stop()
+        fleet.stop()  # a failed start has stopped its processes already
         alive = [pid for pid in pids if psutil.pid_exists(pid) and psutil.Process(pid).status() != "zombie"]
         log(f"scale: stopped {len(pids)} learner processes by pid; still alive: {alive or 'none'}")
     wall_s = time.perf_counter() - started

@@ -47,16 +47,25 @@ def learner_command(port: int, plugins: tuple[str, ...] = ("toy_learner",)) -> l
     ]  # fmt: skip
 
 
-def probe_serving(address: str, timeout: float, service: str = "") -> float:
+class LearnerExited(RuntimeError):
+    """The learner process ended before it was SERVING."""
+
+
+def probe_serving(
+    address: str, timeout: float, service: str = "", process: subprocess.Popen[bytes] | None = None
+) -> float:
     """Seconds until ``service`` is SERVING, probing every 10 ms with a fresh channel.
 
     A fresh channel per probe avoids gRPC's reconnect backoff (1 s after the first refused connection),
-    which would otherwise round the measured start-up time up to the next backoff step.
+    which would otherwise round the measured start-up time up to the next backoff step. With ``process``,
+    a process that has exited raises ``LearnerExited`` at once instead of waiting out the timeout.
     """
     start = time.perf_counter()
     deadline = start + timeout
     request = health_pb2.HealthCheckRequest(service=service)
     while time.perf_counter() < deadline:
+        if process is not None and process.poll() is not None:
+            raise LearnerExited(f"learner {address} exited with code {process.returncode}")
         with grpc.insecure_channel(address) as channel:
             try:
                 reply = health_pb2_grpc.HealthStub(channel).Check(request, timeout=0.5)
@@ -66,6 +75,12 @@ def probe_serving(address: str, timeout: float, service: str = "") -> float:
                 pass
         time.sleep(0.01)
     raise TimeoutError(f"{address} was not SERVING within {timeout} s")
+
+
+#: A port found free can be taken by another process before the learner binds it (other jobs on the machine
+#: start servers too: 1 in 128 learners lost that race under load); such a learner is started again on
+#: another port, at most this many times.
+PORT_RETRIES = 3
 
 
 class LearnerProcesses:
@@ -88,23 +103,30 @@ class LearnerProcesses:
     def pids(self) -> list[int]:
         return [p.pid for p in self.processes]
 
+    def _spawn(self, port: int) -> subprocess.Popen[bytes]:
+        return subprocess.Popen(
+            learner_command(port, self.plugins),
+            env=bench_env(),
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+
     def start(self) -> LearnerProcesses:
         try:
             for _ in range(self.n):
                 port = free_port()
                 self.ports.append(port)
-                self.processes.append(
-                    subprocess.Popen(
-                        learner_command(port, self.plugins),
-                        env=bench_env(),
-                        stdout=subprocess.DEVNULL,
-                        stderr=subprocess.DEVNULL,
-                    )
-                )
-            for process, address in zip(self.processes, self.addresses, strict=True):
-                if process.poll() is not None:
-                    raise RuntimeError(f"learner {address} exited with code {process.returncode}")
-                probe_serving(address, self.start_timeout)
+                self.processes.append(self._spawn(port))
+            for i in range(self.n):
+                for attempt in range(PORT_RETRIES + 1):
+                    try:
+                        probe_serving(self.addresses[i], self.start_timeout, process=self.processes[i])
+                        break
+                    except LearnerExited:
+                        if attempt == PORT_RETRIES:
+                            raise
+                        self.ports[i] = free_port()  # the old process has exited: nothing to stop
+                        self.processes[i] = self._spawn(self.ports[i])
         except BaseException:
             self.stop()
             raise
