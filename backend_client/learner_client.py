@@ -13,6 +13,7 @@ certificate) and the bearer token; a TLS file that cannot be used fails ``start(
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -262,8 +263,16 @@ class LearnerClient(MachineLearningInterface):
         encoded = serialized(weights)
         parts = encoded.serialized_parts(self._part_bytes)
         if isinstance(encoded, ArrivingWeights):  # relayed while it arrives: cancelled if it breaks
-            call = self._weights_methods.TestWeights.future(parts, timeout=self.deadlines.test)
-            encoded.on_failure(call.cancel)
+            cancelled = threading.Event()
+            call = self._weights_methods.TestWeights.future(
+                _until_cancelled(encoded, parts, cancelled, self.deadlines.test), timeout=self.deadlines.test
+            )
+
+            def cancel() -> None:
+                call.cancel()
+                cancelled.set()
+
+            encoded.on_failure(cancel)
             r = self._call("TestWeights", call.result)
         else:
             r = self._call(
@@ -337,6 +346,18 @@ class LearnerClient(MachineLearningInterface):
             raise LearnerError(
                 self.name, self.address, "GetCurrentModel", None, f"bad model file stream: {exc}"
             ) from None
+
+
+def _until_cancelled(
+    arriving: ArrivingWeights, parts: Iterator[bytes], cancelled: threading.Event, timeout: float | None
+) -> Iterator[bytes]:
+    """A voter's request stream of a relayed proposal. If the proposal breaks, the stream never ends
+    cleanly: it stays open until its call is cancelled, so the voter cannot take a stream that was cut
+    (or had bytes past its end) for a whole one, even when the break comes before the cancel was
+    registered."""
+    yield from parts
+    if arriving.failed:
+        cancelled.wait(timeout)
 
 
 class ExampleGRPCLearnerClient(LearnerClient):

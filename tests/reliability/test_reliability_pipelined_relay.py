@@ -8,6 +8,7 @@ that fails mid-stream must not stop the others.
 
 from __future__ import annotations
 
+import threading
 import uuid
 from collections.abc import Callable, Iterator
 from concurrent import futures
@@ -19,11 +20,13 @@ import pytest
 from reliability_kit import ToyFleet, started_calls, toy_parameters, wait_for
 
 from backend_client import Deadlines, LearnerClient
+from backend_client.learner_client import _until_cancelled
 from backend_client.results import ABSENT, APPROVE, NONE, PROPOSER
 from backend_client.rounds import play_round
 from colearn_contract.v1 import learner_pb2 as pb
 from colearn_contract.v1 import learner_pb2_grpc as pb_grpc
-from colearn_contract.weight_stream import MIB, EncodedWeights, iter_parts
+from colearn_contract.weight_relay import ArrivingWeights
+from colearn_contract.weight_stream import MIB, EncodedWeights, WeightsStreamError, iter_parts
 from colearn_contract.weights_codec import TensorLayout, encode_tensors
 
 #: A step of the scripted stream: the part to send, or something to do between parts.
@@ -242,3 +245,26 @@ def test_fuzz_any_cut_of_a_valid_stream_never_reaches_a_voter_whole(
     servicer.script = list(parts)
     whole = play_round(clients, 0.5, 0).result
     assert whole.vote, (whole.outcomes, whole.errors)
+
+
+def test_a_voters_stream_of_a_broken_proposal_stays_open_until_its_call_is_cancelled() -> None:
+    """Even when the relay broke before a voter's cancel was registered, the voter's request stream does
+    not end cleanly (which could look whole to the voter): it waits for the cancel."""
+    weights = toy_proposal(weights_mb=2)
+    sent = [p.SerializeToString() for p in _too_much(parts_of(weights))]
+    arriving = ArrivingWeights(iter(sent), 64 * MIB)
+    with pytest.raises(WeightsStreamError, match="runs past total_bytes"):
+        arriving.result()
+    cancelled = threading.Event()
+    received: list[bytes] = []
+
+    def read() -> None:
+        received.extend(_until_cancelled(arriving, arriving.serialized_parts(), cancelled, 30))
+
+    reader = threading.Thread(target=read)
+    reader.start()
+    reader.join(0.3)
+    assert reader.is_alive(), "the stream of a broken proposal ended before its call was cancelled"
+    arriving.on_failure(cancelled.set)  # registered late: runs at once
+    reader.join(30)
+    assert not reader.is_alive() and len(received) < len(sent)
