@@ -33,8 +33,8 @@ from figures import emit, log, repetitions_parser, runs_from
 from learner_processes import LearnerProcesses
 
 from backend_client.learner_client import LearnerClient
-from backend_client.resync import FleetWeights, resynced_round
 from backend_client.results import Result
+from backend_client.resync import FleetWeights, resynced_round
 from backend_client.rounds import collective_learning_round, play_round
 from colearn_contract.mli import MachineLearningInterface, Weights
 from colearn_learner.factory import ExampleMliFactory
