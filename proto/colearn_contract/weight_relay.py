@@ -106,8 +106,10 @@ class ArrivingWeights(SerializedWeights):
 
     A thread reads the sender's stream and checks each part as every receiver does; ``serialized_parts``
     hands each checked part on at once, so every reader (a voter's request stream) follows the sender
-    part by part. The last part is held back until the whole stream's sha256 has been checked, so no
-    reader ever receives a complete stream that the relay refused. When the stream breaks (a bad part, a
+    part by part. The part that completes the data is held back until the sender's stream has ended and
+    the whole stream's sha256 has been checked, so no reader ever holds every byte of a stream that the
+    relay refused (a cancelled call can look, to its receiver, like a stream that ended: a receiver
+    missing bytes refuses it either way). When the stream breaks (a bad part, a
     wrong digest, the sender failing or stopping early), the sender's call is cancelled, so is every
     reader's call that registered with ``on_failure``, and every reader's iterator ends short of the
     whole: a voter discards what it had.
@@ -144,17 +146,21 @@ class ArrivingWeights(SerializedWeights):
 
     def _receive(self, wire_parts: Iterable[bytes], max_total_bytes: int) -> None:
         checker = WeightsAssembler(max_total_bytes, join=False)
+        held: list[bytes] = []  # the parts that complete the data, kept back until the stream has ended
         try:
             for wire in wire_parts:
-                part = _parse(wire, len(self._parts))
+                part = _parse(wire, len(self._parts) + len(held))
                 checker.add(part)
-                if checker.received == checker.total_bytes:
-                    checker.verified_header()  # the last part goes on only once the whole is checked
                 with self._changed:
                     self._first = self._first or part
-                    self._parts.append(wire)
-                    self._changed.notify_all()
-            checker.verified_header()  # an empty or short stream
+                    if held or checker.received == checker.total_bytes:
+                        held.append(wire)
+                    else:
+                        self._parts.append(wire)
+                        self._changed.notify_all()
+            checker.verified_header()  # the whole digest; an empty or short stream fails here
+            with self._changed:
+                self._parts.extend(held)  # now, and only now, a reader can have every byte
             whole = RelayedWeights(tuple(self._parts), checker.total_bytes)
         except Exception as exc:  # every failure of the stream reaches every reader
             cancel = getattr(wire_parts, "cancel", None)

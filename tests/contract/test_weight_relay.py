@@ -264,3 +264,23 @@ def test_weights_that_are_not_a_layout_say_so_when_read() -> None:
     junk = receive_relayed(wire(EncodedWeights.wrap(b"not safetensors"), MIB), CAP)
     with pytest.raises(WeightsCodecError):
         junk["x"]
+
+
+def test_bytes_past_the_end_reach_no_reader_and_neither_does_the_last_part() -> None:
+    """A cancelled call can look to its receiver like a stream that ended; so a reader must never hold
+    every byte of a stream the relay refused, even one whose digest checked before the extra bytes came."""
+    weights = EncodedWeights.wrap(os.urandom(2 * MIB + 7), proposal_id="p")
+    sent = wire(weights)
+    extra = pb.TestWeightsRequest()
+    extra.part.offset, extra.part.total_bytes, extra.part.data = weights.size, weights.size, b"x"
+    sender = Sender([*sent, extra.SerializeToString()])
+    arriving = ArrivingWeights(sender, CAP)
+    reader = arriving.serialized_parts()
+    sender.release(len(sent))  # every byte, with the right digest: the stream has not ended yet
+    got = [next(reader) for _ in range(len(sent) - 1)]
+    sender.release()  # then bytes past the end
+    got += list(reader)
+    with pytest.raises(WeightsStreamError, match="runs past total_bytes"):
+        arriving.result()
+    delivered = sum(len(pb.TestWeightsRequest.FromString(w).part.data) for w in got)
+    assert delivered < weights.size and got == sent[:-1]
