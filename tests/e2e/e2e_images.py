@@ -103,7 +103,7 @@ def debian_base(engine: PrivateDockerd, cache_dir: Path = STATE_DIR / "cache") -
     return Built(BASE_IMAGE, time.monotonic() - started, image_size(engine, BASE_IMAGE))
 
 
-def wheelhouse(extras: str = "sklearn,keras,torch") -> tuple[str, float]:
+def wheelhouse(extras: str = "sklearn,backend,keras,torch") -> tuple[str, float]:
     """Every wheel the images install, downloaded on the host with the pinned set, plus the build backend.
 
     Returns the folder relative to the build context, and the seconds it took.
