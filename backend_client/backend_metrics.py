@@ -22,19 +22,14 @@ from __future__ import annotations
 from typing import Any
 
 from prometheus_client import (
-    CollectorRegistry,
     Counter,
     Gauge,
     Histogram,
     Info,
-    disable_created_metrics,
-    start_http_server,
 )
-from prometheus_client.gc_collector import GCCollector
-from prometheus_client.platform_collector import PlatformCollector
-from prometheus_client.process_collector import ProcessCollector
 
 from backend_client.results import ABSENT, Result
+from colearn_runtime.metrics_exporter import process_registry, serve_metrics
 
 ACCEPTED, REJECTED, VOID = "accepted", "rejected", "void"
 ROUND_OUTCOMES = (ACCEPTED, REJECTED, VOID)
@@ -59,11 +54,7 @@ class BackendMetrics:
     prometheus_client's metrics are safe for that."""
 
     def __init__(self) -> None:
-        disable_created_metrics()
-        self.registry = CollectorRegistry(auto_describe=True)
-        ProcessCollector(registry=self.registry)
-        PlatformCollector(registry=self.registry)
-        GCCollector(registry=self.registry)
+        self.registry = process_registry()
         r = self.registry
         self._run = Info("colearn_backend_run", "The experiment this backend runs", registry=r)
         self._learners = Gauge(
@@ -128,16 +119,8 @@ class BackendMetrics:
         self._round.set(-1)  # no round yet: the dashboard's "done" (round + 1) reads 0
 
     def serve(self, host: str, port: int) -> Any:
-        """Starts the HTTP exporter; returns the server, whose ``shutdown()`` stops it (port 0: any free
-        port, then ``server.server_port``)."""
-        try:
-            server, _thread = start_http_server(port, addr=host, registry=self.registry)
-        except OSError:
-            if host != "::":
-                raise
-            # "every interface" on a host without IPv6 (some containers): fall back to every IPv4 one.
-            server, _thread = start_http_server(port, addr="0.0.0.0", registry=self.registry)
-        return server
+        """Starts the HTTP exporter (``colearn_runtime.metrics_exporter``); ``shutdown()`` stops it."""
+        return serve_metrics(self.registry, host, port)
 
     def run_started(
         self, *, run: str, model: str, dataloader: str, learners: int, first_round: int, total_rounds: int

@@ -14,17 +14,13 @@ from __future__ import annotations
 from typing import Any
 
 from prometheus_client import (
-    CollectorRegistry,
     Counter,
     Gauge,
     Histogram,
     Info,
-    disable_created_metrics,
-    start_http_server,
 )
-from prometheus_client.gc_collector import GCCollector
-from prometheus_client.platform_collector import PlatformCollector
-from prometheus_client.process_collector import ProcessCollector
+
+from colearn_runtime.metrics_exporter import process_registry, serve_metrics
 
 _RPC_LABELS = ["grpc_service", "grpc_method", "grpc_type"]
 _SECONDS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600)
@@ -43,11 +39,7 @@ def rpc_type(request_streaming: bool, response_streaming: bool) -> str:
 
 class LearnerMetrics:
     def __init__(self) -> None:
-        disable_created_metrics()
-        self.registry = CollectorRegistry(auto_describe=True)
-        ProcessCollector(registry=self.registry)
-        PlatformCollector(registry=self.registry)
-        GCCollector(registry=self.registry)
+        self.registry = process_registry()
         r = self.registry
         self.rpc_started = Counter(
             "grpc_server_started", "RPCs started on the server", _RPC_LABELS, registry=r
@@ -114,12 +106,5 @@ class LearnerMetrics:
         self.info.info({k: str(v) for k, v in labels.items()})
 
     def serve(self, host: str, port: int) -> Any:
-        """Starts the HTTP exporter; returns the server, whose ``shutdown()`` stops it."""
-        try:
-            server, _thread = start_http_server(port, addr=host, registry=self.registry)
-        except OSError:
-            if host != "::":
-                raise
-            # "every interface" on a host without IPv6 (some containers): fall back to every IPv4 one.
-            server, _thread = start_http_server(port, addr="0.0.0.0", registry=self.registry)
-        return server
+        """Starts the HTTP exporter (``colearn_runtime.metrics_exporter``); ``shutdown()`` stops it."""
+        return serve_metrics(self.registry, host, port)
