@@ -85,25 +85,13 @@ template:
           - --resume_if_exists
           - {{ printf "--metrics_port=%v" (int .Values.backend.metricsPort) | quote }}
           - {{ printf "--log_level=%v" (.Values.backend.logLevel) | quote }}
-          {{- if .Values.tls.enabled }}
-          - --tls_ca=/etc/colearn/tls-ca/ca.crt
-          {{- if .Values.tls.mtls }}
-          - --tls_cert=/etc/colearn/tls-client/tls.crt
-          - --tls_key=/etc/colearn/tls-client/tls.key
-          {{- end }}
-          {{- with .Values.tls.serverName }}
-          - {{ printf "--tls_server_name=%v" (.) | quote }}
-          {{- end }}
+          {{- with include "colearn-fleet.clientTlsArgs" . }}
+          {{- . | nindent 10 }}
           {{- end }}
         {{- if or .Values.auth.existingSecret .Values.backend.extraEnv }}
         env:
-          {{- if .Values.auth.existingSecret }}
-          # From the environment, not a flag: a command line is visible to anyone who can list processes.
-          - name: COLEARN_AUTH_TOKEN
-            valueFrom:
-              secretKeyRef:
-                name: {{ .Values.auth.existingSecret }}
-                key: {{ .Values.auth.secretKey }}
+          {{- with include "colearn-fleet.authTokenEnv" . }}
+          {{- . | nindent 10 }}
           {{- end }}
           {{- with .Values.backend.extraEnv }}
           {{- toYaml . | nindent 10 }}
@@ -126,15 +114,8 @@ template:
             mountPath: /results
           - name: tmp
             mountPath: /tmp
-          {{- if .Values.tls.enabled }}
-          - name: tls-ca
-            mountPath: /etc/colearn/tls-ca
-            readOnly: true
-          {{- if .Values.tls.mtls }}
-          - name: tls-client
-            mountPath: /etc/colearn/tls-client
-            readOnly: true
-          {{- end }}
+          {{- with include "colearn-fleet.clientTlsMounts" . }}
+          {{- . | nindent 10 }}
           {{- end }}
           {{- with .Values.backend.extraVolumeMounts }}
           {{- toYaml . | nindent 10 }}
@@ -149,26 +130,8 @@ template:
         {{- end }}
       - name: tmp
         emptyDir: {}
-      {{- if .Values.tls.enabled }}
-      # Only the CA of the learners' Secret: the backend never sees their private key.
-      - name: tls-ca
-        secret:
-          secretName: {{ .Values.tls.secretName }}
-          defaultMode: 288
-          items:
-            - key: ca.crt
-              path: ca.crt
-      {{- if .Values.tls.mtls }}
-      - name: tls-client
-        secret:
-          secretName: {{ .Values.tls.clientSecretName }}
-          defaultMode: 288
-          items:
-            - key: tls.crt
-              path: tls.crt
-            - key: tls.key
-              path: tls.key
-      {{- end }}
+      {{- with include "colearn-fleet.clientTlsVolumes" . }}
+      {{- . | nindent 6 }}
       {{- end }}
       {{- with .Values.backend.extraVolumes }}
       {{- toYaml . | nindent 6 }}

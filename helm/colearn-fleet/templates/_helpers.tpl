@@ -252,3 +252,68 @@ Values that the schema cannot check, because they relate two values to each othe
 {{- end }}
 {{- $total }}
 {{- end }}
+
+{{/*
+The client side of the learners' TLS and token, shared by the backend Job and `helm test`'s pod: the
+flags, the environment, the mounts and the volumes (only the CA of the learners' Secret, never their key,
+and under mTLS the client's certificate). Each renders list items, or nothing.
+*/}}
+{{- define "colearn-fleet.clientTlsArgs" -}}
+{{- if .Values.tls.enabled }}
+- --tls_ca=/etc/colearn/tls-ca/ca.crt
+{{- if .Values.tls.mtls }}
+- --tls_cert=/etc/colearn/tls-client/tls.crt
+- --tls_key=/etc/colearn/tls-client/tls.key
+{{- end }}
+{{- with .Values.tls.serverName }}
+- {{ printf "--tls_server_name=%v" (.) | quote }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{- define "colearn-fleet.authTokenEnv" -}}
+{{- if .Values.auth.existingSecret }}
+# From the environment, not a flag: a command line is visible to anyone who can list processes.
+- name: COLEARN_AUTH_TOKEN
+  valueFrom:
+    secretKeyRef:
+      name: {{ .Values.auth.existingSecret }}
+      key: {{ .Values.auth.secretKey }}
+{{- end }}
+{{- end }}
+
+{{- define "colearn-fleet.clientTlsMounts" -}}
+{{- if .Values.tls.enabled }}
+- name: tls-ca
+  mountPath: /etc/colearn/tls-ca
+  readOnly: true
+{{- if .Values.tls.mtls }}
+- name: tls-client
+  mountPath: /etc/colearn/tls-client
+  readOnly: true
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{- define "colearn-fleet.clientTlsVolumes" -}}
+{{- if .Values.tls.enabled }}
+- name: tls-ca
+  secret:
+    secretName: {{ .Values.tls.secretName }}
+    defaultMode: 288
+    items:
+      - key: ca.crt
+        path: ca.crt
+{{- if .Values.tls.mtls }}
+- name: tls-client
+  secret:
+    secretName: {{ .Values.tls.clientSecretName }}
+    defaultMode: 288
+    items:
+      - key: tls.crt
+        path: tls.crt
+      - key: tls.key
+        path: tls.key
+{{- end }}
+{{- end }}
+{{- end }}
