@@ -13,6 +13,7 @@ certificate) and the bearer token; a TLS file that cannot be used fails ``start(
 
 from __future__ import annotations
 
+import functools
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -253,11 +254,10 @@ class LearnerClient(MachineLearningInterface):
             pb.ProposeWeightsRequest(), timeout=self.deadlines.propose
         )
         return Weights(
-            weights=ArrivingWeights(call, self._max_weights_bytes, error=self._error("ProposeWeights"))
+            weights=ArrivingWeights(
+                call, self._max_weights_bytes, error=functools.partial(self._translated, "ProposeWeights")
+            )
         )
-
-    def _error(self, method: str) -> Callable[[Exception], Exception]:
-        return lambda exc: self._translated(method, exc)
 
     def mli_test_weights(self, weights: Weights[SerializedWeights]) -> ProposedWeights:
         encoded = serialized(weights)

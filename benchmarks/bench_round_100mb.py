@@ -15,6 +15,7 @@ each of the N - 1 voters), sent over raw TCP on 127.0.0.1 one payload at a time.
 
 from __future__ import annotations
 
+import contextlib
 import statistics
 import time
 from collections.abc import Sequence
@@ -80,16 +81,18 @@ def main() -> None:
     phases: dict[str, list[float]] = {"propose": [], "vote": [], "accept": []}
     fleet = LearnerProcesses(N_LEARNERS)
     clients: list[LearnerClient] = []
-    try:
+    with contextlib.ExitStack() as stack:
+        stack.callback(fleet.stop)
         fleet.start()
+        stack.callback(lambda: [client.stop() for client in clients])
         clients = toy_clients(fleet.addresses, WEIGHTS_MB)
         unpipelined = [WholeFirst(c) for c in clients]
         payload = bytes(clients[0].mli_get_current_weights().weights.buffer())
-        sink = RawTcpSink(len(payload)).__enter__()
+        sink = stack.enter_context(RawTcpSink(len(payload)))
         # One warm-up round of each kind: first-touch page faults and channel set-up are not a round's cost.
         collective_learning_round(clients, VOTE_THRESHOLD, 0)
         colearn_028_round(clients, VOTE_THRESHOLD, 1)
-        collective_learning_round(unpipelined, VOTE_THRESHOLD, 0)  # type: ignore[arg-type]
+        collective_learning_round(unpipelined, VOTE_THRESHOLD, 0)
         raw_tcp_round(sink, payload, N_LEARNERS)
         for r in range(runs):
             start = time.perf_counter()
@@ -104,7 +107,7 @@ def main() -> None:
                 raise RuntimeError("the baseline round was not accepted")
             baseline.append(time.perf_counter() - start)
             start = time.perf_counter()
-            if not collective_learning_round(unpipelined, VOTE_THRESHOLD, 2 + 2 * r).vote:  # type: ignore[arg-type]
+            if not collective_learning_round(unpipelined, VOTE_THRESHOLD, 2 + 2 * r).vote:
                 raise RuntimeError("the whole-first round was not accepted")
             whole_first.append(time.perf_counter() - start)
             # The proposal comes in once and goes out to N - 1 voters: N payloads.
@@ -114,11 +117,6 @@ def main() -> None:
                 f"{whole_first[-1]:.3f} s, colearn-0.2.8-style {baseline[-1]:.3f} s, "
                 f"raw TCP {raw_tcp[-1]:.3f} s"
             )
-        sink.__exit__(None, None, None)
-    finally:
-        for client in clients:
-            client.stop()
-        fleet.stop()
 
     emit(
         "round_time_n4_100mb", "s", ours,
