@@ -19,6 +19,7 @@ from collections.abc import Callable, Iterable, Iterator
 
 from google.protobuf.message import DecodeError
 
+from colearn_contract.daemon_threads import DaemonThreads
 from colearn_contract.serialized_weights import SerializedWeights
 from colearn_contract.v1 import learner_pb2 as pb
 from colearn_contract.weight_stream import (
@@ -29,6 +30,8 @@ from colearn_contract.weight_stream import (
 
 #: Parses any of the four weights messages: they share one shape.
 _Message = pb.TestWeightsRequest
+#: The threads that read arriving proposals, kept from one proposal to the next.
+_PUMPS = DaemonThreads("relay-in")
 
 
 class RelayedWeights(SerializedWeights):
@@ -135,10 +138,7 @@ class ArrivingWeights(SerializedWeights):
         self._failing = False
         #: ``time.perf_counter()`` when the whole stream had arrived and was checked.
         self.arrived_at: float | None = None
-        self._pump = threading.Thread(
-            target=self._receive, args=(wire_parts, max_total_bytes), name="relay-in", daemon=True
-        )
-        self._pump.start()
+        _PUMPS.run(self._receive, wire_parts, max_total_bytes)
 
     def __repr__(self) -> str:
         state = "failed" if self._error else ("complete" if self._whole else "arriving")

@@ -18,6 +18,7 @@ from typing import Any
 import grpc
 
 from colearn_contract import CONTRACT, __version__, criteria
+from colearn_contract.daemon_threads import DaemonThreads
 from colearn_contract.json_limits import shown
 from colearn_contract.model_stream import iter_model_parts, wire_name
 from colearn_contract.parameters import ParametersError, from_struct, to_struct
@@ -49,6 +50,9 @@ _CANCELLATION_SETTLE_SECONDS = 0.2
 #: client refuses beyond 16 KiB (it then reports RESOURCE_EXHAUSTED instead of the real status); the
 #: values a message repeats are cut far shorter (``json_limits.shown``), this is the backstop.
 MAX_DETAILS = 2000
+#: The send deadlines' watchdogs: kept from one send to the next, where a ``threading.Timer`` would
+#: start a thread for each.
+_WATCHDOGS = DaemonThreads("learner-send-watchdog")
 
 
 def _cancelled_soon(context: grpc.ServicerContext) -> bool:
@@ -208,13 +212,13 @@ class LearnerServicer(pb_grpc.LearnerServicer):
     def _send_deadline(self, context: grpc.ServicerContext) -> Iterator[None]:
         # A client that stops reading blocks the send (HTTP/2 flow control) and would keep this call's
         # model slot; past the stream deadline the call is cancelled, which ends the send and frees it.
-        watchdog = threading.Timer(self._stream_timeout_seconds, context.cancel)
-        watchdog.daemon = True
-        watchdog.start()
+        sent = threading.Event()
+        seconds = self._stream_timeout_seconds
+        _WATCHDOGS.run(lambda: sent.wait(seconds) or context.cancel())
         try:
             yield
         finally:
-            watchdog.cancel()
+            sent.set()
 
     def _send(
         self,

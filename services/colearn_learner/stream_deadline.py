@@ -17,12 +17,15 @@ import time
 from collections.abc import Iterator
 from typing import TypeVar
 
+from colearn_contract.daemon_threads import DaemonThreads
 from colearn_learner.errors import StreamDeadlineError
 
 _T = TypeVar("_T")
 _END = object()
 _HANDOFF_DEPTH = 2  # parts read ahead of the consumer: enough to overlap the network with hashing
 _PUT_POLL_SECONDS = 0.2  # how often a reader blocked on a full queue checks that the consumer still wants it
+#: The helper threads, kept from one stream to the next rather than started for each.
+_READERS = DaemonThreads("learner-stream-reader")
 
 
 class _Failure:
@@ -56,9 +59,8 @@ def within_deadline(messages: Iterator[_T], seconds: float, what: str) -> Iterat
             return
         hand_over(_END)
 
-    reader = threading.Thread(target=read, name="learner-stream-reader", daemon=True)
     deadline = time.monotonic() + seconds
-    reader.start()
+    _READERS.run(read)
     try:
         while True:
             remaining = deadline - time.monotonic()

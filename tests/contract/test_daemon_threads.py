@@ -1,0 +1,70 @@
+"""``DaemonThreads``: tasks run on daemon threads that are kept for the next task; tasks that run at once
+each get a thread; an escaping exception reaches ``threading.excepthook`` and the thread serves on."""
+
+from __future__ import annotations
+
+import os
+import queue
+import threading
+
+import pytest
+
+from colearn_contract.daemon_threads import DaemonThreads
+
+WAIT = 30  # seconds; only a hang would wait this long
+
+
+def ran_on(pool: DaemonThreads) -> threading.Thread:
+    done: queue.SimpleQueue[threading.Thread] = queue.SimpleQueue()
+    pool.run(lambda: done.put(threading.current_thread()))
+    return done.get(timeout=WAIT)
+
+
+def test_a_thread_is_kept_for_the_next_task() -> None:
+    pool = DaemonThreads("test-kept")
+    first = ran_on(pool)
+    # The thread marks itself idle just after its task: a second thread may start meanwhile, never more.
+    later = {id(t): t for t in (ran_on(pool) for _ in range(10))}
+    assert first is not threading.current_thread() and first.daemon and first.name == "test-kept"
+    assert len({id(first), *later}) <= 2
+
+
+def test_tasks_that_run_at_once_each_get_a_thread() -> None:
+    pool = DaemonThreads("test-together")
+    everyone = threading.Barrier(5, timeout=WAIT)  # four tasks and this test, all waiting together
+    for _ in range(4):
+        pool.run(everyone.wait)
+    everyone.wait()
+
+
+def test_an_escaping_exception_reaches_the_excepthook(monkeypatch: pytest.MonkeyPatch) -> None:
+    hooked: queue.SimpleQueue[BaseException | None] = queue.SimpleQueue()
+    monkeypatch.setattr(threading, "excepthook", lambda args: hooked.put(args.exc_value))
+    pool = DaemonThreads("test-raises")
+
+    def fail() -> None:
+        raise RuntimeError("boom")
+
+    pool.run(fail)
+    error = hooked.get(timeout=WAIT)
+    assert isinstance(error, RuntimeError) and str(error) == "boom"
+    assert ran_on(pool).name == "test-raises"  # the pool still serves
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
+def test_a_forked_child_starts_threads_of_its_own() -> None:
+    pool = DaemonThreads("test-fork")
+    ran_on(pool)  # an idle thread in the parent, which the child does not get
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        try:
+            os.write(write, b"1" if ran_on(pool).name == "test-fork" else b"0")
+        finally:
+            os._exit(0)
+    os.close(write)
+    try:
+        assert os.read(read, 1) == b"1"
+    finally:
+        os.close(read)
+        os.waitpid(pid, 0)
