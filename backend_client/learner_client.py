@@ -261,6 +261,10 @@ class LearnerClient(MachineLearningInterface):
 
     def mli_test_weights(self, weights: Weights[SerializedWeights]) -> ProposedWeights:
         encoded = serialized(weights)
+        if isinstance(encoded, ArrivingWeights):
+            # A proposal that is all in (a small one, in one part) is sent whole, by a blocking call: the
+            # relay's future call costs the channel a thread of gRPC's to poll it (BENCHMARKS.md, issue 16).
+            encoded = encoded.whole_if_in() or encoded
         parts = encoded.serialized_parts(self._part_bytes)
         if isinstance(encoded, ArrivingWeights):  # relayed while it arrives: cancelled if it breaks
             cancelled = threading.Event()

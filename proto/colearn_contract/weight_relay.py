@@ -131,6 +131,7 @@ class ArrivingWeights(SerializedWeights):
         self._changed = threading.Condition()
         self._parts: list[bytes] = []
         self._first: pb.WeightsPart | None = None
+        self._all_in = False  # every byte has arrived and the digest is checked; the stream's end is to come
         self._whole: RelayedWeights | None = None
         self._error: Exception | None = None
         self._wrap_error = error
@@ -155,6 +156,7 @@ class ArrivingWeights(SerializedWeights):
                     self._first = self._first or part
                     if held or checker.received == checker.total_bytes:
                         held.append(wire)
+                        self._all_in = True
                     else:
                         self._parts.append(wire)
                         self._changed.notify_all()
@@ -194,6 +196,18 @@ class ArrivingWeights(SerializedWeights):
         self._wait(lambda: self._whole is not None, timeout)
         assert self._whole is not None
         return self._whole
+
+    def whole_if_in(self) -> RelayedWeights | None:
+        """The whole stream when every byte of it has arrived and been checked (this waits for the stream's
+        end, which comes right after its last part); None while parts are still to come, or if it broke.
+
+        A reader that starts then needs no relay: nothing is left to arrive, so nothing can break under
+        it, and it can send the whole as any other weights (``LearnerClient.mli_test_weights``)."""
+        with self._changed:
+            if not self._all_in:
+                return None
+            self._changed.wait_for(lambda: self._whole is not None or self._error is not None)
+            return self._whole
 
     @property
     def failed(self) -> bool:

@@ -149,6 +149,29 @@ def test_readers_get_each_part_while_the_rest_is_still_arriving() -> None:
     assert not sender.cancelled.is_set() and not arriving.failed
 
 
+def test_the_whole_is_handed_out_only_once_every_part_is_in() -> None:
+    weights = EncodedWeights.wrap(os.urandom(2 * MIB + 1), proposal_id="p")
+    sent = wire(weights)
+    sender = Sender(sent)
+    arriving = ArrivingWeights(sender, CAP)
+    sender.release(len(sent) - 1)
+    reader = arriving.serialized_parts()
+    assert [next(reader) for _ in sent[1:]] == sent[:-1]  # every part but the last is in
+    assert arriving.whole_if_in() is None  # the last one is still to come: relay it
+    sender.release()
+    arriving.result()
+    whole = arriving.whole_if_in()
+    assert whole is not None and whole.wire_parts == tuple(sent) and whole.sha256 == weights.sha256
+
+
+def test_a_stream_that_broke_is_never_handed_out_whole() -> None:
+    lying = dataclasses.replace(EncodedWeights.wrap(os.urandom(100), proposal_id="p"), sha256="0" * 64)
+    arriving = ArrivingWeights(iter(wire(lying)), CAP)
+    with pytest.raises(WeightsStreamError):
+        arriving.result()
+    assert arriving.whole_if_in() is None
+
+
 def test_the_last_part_is_held_back_until_the_whole_digest_is_checked() -> None:
     weights = EncodedWeights.wrap(os.urandom(2 * MIB + 1), proposal_id="p")
     lying = dataclasses.replace(weights, sha256="0" * 64)  # every part in place, the digest wrong
