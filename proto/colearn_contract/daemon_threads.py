@@ -4,7 +4,8 @@ A learner reads every upload on a helper thread and a backend relays every propo
 started per call, on a busy machine, waits to be scheduled before the call can go on, and that was a
 measurable part of the fixed cost of a small round (BENCHMARKS.md, issue 16). ``DaemonThreads.run``
 hands a task to an idle thread, or starts one when none is idle, so each thread is started once and the
-number kept is the most that were ever busy at once.
+number kept is the most that were ever busy at once. A thread bears the pool's name while it runs a task,
+and that name with " (idle)" while it waits for the next: what a thread dump or a test sees is what works.
 
 The threads are daemon threads, as the threads they replace were: a task that never ends (a stream that
 hangs) does not hold the process at exit. A task's exceptions are its own to handle: one that escapes
@@ -46,8 +47,10 @@ class DaemonThreads:
             threading.Thread(target=self._serve, args=(tasks,), name=self._name, daemon=True).start()
 
     def _serve(self, tasks: queue.SimpleQueue[_Task]) -> None:
+        me = threading.current_thread()
         while True:
             target, args = tasks.get()
+            me.name = self._name
             try:
                 target(*args)
             except BaseException as exc:  # as from a thread of its own; this thread goes on serving
@@ -55,6 +58,7 @@ class DaemonThreads:
                     threading.ExceptHookArgs((type(exc), exc, exc.__traceback__, threading.current_thread()))
                 )
             del target, args
+            me.name = f"{self._name} (idle)"
             with self._lock:
                 if tasks is not self._tasks:
                     return  # the pool was replaced (only in a forked child, whose threads these are not)

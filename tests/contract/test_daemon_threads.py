@@ -14,19 +14,35 @@ from colearn_contract.daemon_threads import DaemonThreads
 WAIT = 30  # seconds; only a hang would wait this long
 
 
-def ran_on(pool: DaemonThreads) -> threading.Thread:
-    done: queue.SimpleQueue[threading.Thread] = queue.SimpleQueue()
-    pool.run(lambda: done.put(threading.current_thread()))
+def ran_on(pool: DaemonThreads) -> tuple[threading.Thread, str]:
+    """The thread a task ran on, and its name while it ran."""
+    done: queue.SimpleQueue[tuple[threading.Thread, str]] = queue.SimpleQueue()
+    pool.run(lambda: done.put((threading.current_thread(), threading.current_thread().name)))
     return done.get(timeout=WAIT)
 
 
 def test_a_thread_is_kept_for_the_next_task() -> None:
     pool = DaemonThreads("test-kept")
-    first = ran_on(pool)
+    first, name = ran_on(pool)
+    assert first is not threading.current_thread() and first.daemon and name == "test-kept"
     # The thread marks itself idle just after its task: a second thread may start meanwhile, never more.
-    later = {id(t): t for t in (ran_on(pool) for _ in range(10))}
-    assert first is not threading.current_thread() and first.daemon and first.name == "test-kept"
+    later = {id(t): t for t, _ in (ran_on(pool) for _ in range(10))}
     assert len({id(first), *later}) <= 2
+
+
+def test_a_thread_bears_the_pool_s_name_only_while_it_works() -> None:
+    pool = DaemonThreads("test-named")
+    release = threading.Event()
+    pool.run(release.wait, WAIT)
+    working = [t for t in threading.enumerate() if t.name == "test-named"]
+    assert len(working) == 1
+    release.set()
+    waited = threading.Event()
+    for _ in range(WAIT * 100):  # a hang guard, not a timing assertion
+        if working[0].name == "test-named (idle)":
+            break
+        waited.wait(0.01)
+    assert working[0].name == "test-named (idle)" and working[0].is_alive()
 
 
 def test_tasks_that_run_at_once_each_get_a_thread() -> None:
@@ -48,7 +64,7 @@ def test_an_escaping_exception_reaches_the_excepthook(monkeypatch: pytest.Monkey
     pool.run(fail)
     error = hooked.get(timeout=WAIT)
     assert isinstance(error, RuntimeError) and str(error) == "boom"
-    assert ran_on(pool).name == "test-raises"  # the pool still serves
+    assert ran_on(pool)[1] == "test-raises"  # the pool still serves
 
 
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
@@ -59,7 +75,7 @@ def test_a_forked_child_starts_threads_of_its_own() -> None:
     pid = os.fork()
     if pid == 0:
         try:
-            os.write(write, b"1" if ran_on(pool).name == "test-fork" else b"0")
+            os.write(write, b"1" if ran_on(pool)[1] == "test-fork" else b"0")
         finally:
             os._exit(0)
     os.close(write)
