@@ -73,7 +73,7 @@ class EncodedWeights(SerializedWeights):
         return self.data
 
     def serialized_parts(self, part_bytes: int = DEFAULT_PART_BYTES) -> Iterator[bytes]:
-        return (m.SerializeToString() for m in iter_parts(self, part_bytes, message=pb.TestWeightsRequest))
+        return wire_parts(self, part_bytes)
 
 
 def iter_parts(
@@ -84,23 +84,58 @@ def iter_parts(
 ) -> Iterator[Any]:
     """Yields the buffer's parts; an empty buffer still yields one part, which carries the header. With
     ``message`` each part comes in one of those (built in it, never copied into it), else bare."""
+    for head, chunk in _cut(weights, part_bytes):
+        holder = pb.WeightsPart() if message is None else message()
+        part = holder if message is None else holder.part
+        part.MergeFrom(head)
+        part.data = bytes(chunk)  # protobuf needs bytes: each part is copied once, part by part
+        yield holder
+
+
+def wire_parts(weights: SerializedWeights, part_bytes: int = DEFAULT_PART_BYTES) -> Iterator[bytes]:
+    """The parts as serialized weights messages (the four share one shape): byte for byte what
+    ``iter_parts(..., message=...)`` and ``SerializeToString`` give, written with one copy of the data
+    where those take three (the part's ``bytes``, protobuf's own, the serialized message; BENCHMARKS.md,
+    issue 16). A message's wire form is its fields in number order, and ``data`` (field 4) is the last
+    of a ``WeightsPart``: so the part without its data is serialized by protobuf, and the data's tag,
+    length and bytes follow it (proto3 writes no empty ``data``)."""
+    for head, chunk in _cut(weights, part_bytes):
+        fields = head.SerializeToString()
+        data_field = (_DATA_TAG, _varint(len(chunk)), chunk) if len(chunk) else ()
+        size = len(fields) + sum(len(piece) for piece in data_field)
+        yield b"".join((_PART_TAG, _varint(size), fields, *data_field))
+
+
+#: The tags of field 1 of a weights message (``part``) and field 4 of a ``WeightsPart`` (``data``), both
+#: length-delimited (wire type 2).
+_PART_TAG = bytes([1 << 3 | 2])
+_DATA_TAG = bytes([4 << 3 | 2])
+
+
+def _varint(value: int) -> bytes:
+    out = bytearray()
+    while value > 0x7F:
+        out.append(value & 0x7F | 0x80)
+        value >>= 7
+    out.append(value)
+    return bytes(out)
+
+
+def _cut(weights: SerializedWeights, part_bytes: int) -> Iterator[tuple[pb.WeightsPart, memoryview]]:
+    """Each part's fields but its data (the header in the first), with its data as a view of the buffer."""
     if not MIN_PART_BYTES <= part_bytes <= MAX_PART_BYTES:
         raise ValueError(f"part_bytes must be between {MIN_PART_BYTES} and {MAX_PART_BYTES}")
-    # memoryview slices cost nothing; protobuf needs bytes, so each part is copied once, part by part,
-    # rather than the whole buffer at once.
-    view = memoryview(weights.buffer())
+    view = memoryview(weights.buffer()).cast("B")  # slices of a memoryview cost nothing
     total = len(view)
     offset = 0
     while True:
-        chunk = bytes(view[offset : offset + part_bytes])
-        holder = pb.WeightsPart() if message is None else message()
-        part = holder if message is None else holder.part
-        part.offset, part.total_bytes, part.data = offset, total, chunk
+        chunk = view[offset : offset + part_bytes]
+        head = pb.WeightsPart(offset=offset, total_bytes=total)
         if offset == 0:
-            header = part.header
+            header = head.header
             header.proposal_id, header.sha256 = weights.proposal_id, weights.sha256
             header.encoding = _ENCODING
-        yield holder
+        yield head, chunk
         offset += len(chunk)
         if offset >= total:
             return

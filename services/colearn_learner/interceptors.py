@@ -1,4 +1,5 @@
-"""Server interceptors: metrics for every RPC, the bearer-token check, and tolerant request decoding.
+"""Server interceptors: metrics for every RPC, the bearer-token check, tolerant request decoding, and
+responses a handler serialized itself.
 
 A handler's behavior may be *non-blocking* (gRPC's ``experimental_non_blocking`` attribute, set by the
 health servicer's ``Watch``): it gets a ``send_response_callback`` keyword, returns at once and sends its
@@ -195,6 +196,35 @@ class RequestDecodingInterceptor(grpc.ServerInterceptor):
 
         handler = handler._replace(request_deserializer=tolerant)
         return _wrap_behavior(handler, streaming if handler.request_streaming else unary)
+
+
+class SerializedResponsesInterceptor(grpc.ServerInterceptor):
+    """Lets the learner's streaming handlers yield responses they serialized themselves, as ``bytes``.
+
+    The weights streams send parts framed without protobuf copying their data (``wire_parts``): each is
+    already the serialized message, which the method's serializer would refuse. Messages still go through
+    the method's own serializer.
+    """
+
+    def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], grpc.RpcMethodHandler | None],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler | None:
+        handler = continuation(handler_call_details)
+        if (
+            handler is None
+            or not handler.response_streaming
+            or handler.response_serializer is None
+            or not handler_call_details.method.startswith(f"/{SERVICE_NAME}/")
+        ):
+            return handler
+        serialize = handler.response_serializer
+
+        def serialized(response: Any) -> bytes:
+            return response if type(response) is bytes else serialize(response)
+
+        return handler._replace(response_serializer=serialized)
 
 
 # Probes carry no token: Kubernetes' grpc probe cannot send one.

@@ -23,6 +23,7 @@ from colearn_learner.interceptors import (
     BearerTokenInterceptor,
     MetricsInterceptor,
     RequestDecodingInterceptor,
+    SerializedResponsesInterceptor,
 )
 from colearn_learner.metrics import LearnerMetrics
 from colearn_learner.model_host import ModelHost
@@ -179,7 +180,7 @@ class GRPCServer:
             interceptors.append(BearerTokenInterceptor(s.auth_token.get_secret_value()))
             if credentials is None:
                 _log.warning("auth_token is set without TLS: the token crosses the network in clear")
-        interceptors.append(RequestDecodingInterceptor())
+        interceptors += [RequestDecodingInterceptor(), SerializedResponsesInterceptor()]
         server = grpc.server(
             futures.ThreadPoolExecutor(max_workers=s.worker_threads, thread_name_prefix="learner-rpc"),
             interceptors=interceptors,

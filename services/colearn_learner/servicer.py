@@ -30,7 +30,7 @@ from colearn_contract.weight_stream import (
     WeightsMessage,
     WeightsStreamError,
     assemble,
-    iter_parts,
+    wire_parts,
 )
 from colearn_learner.errors import InvalidParametersError, LearnerBusyError, StatusError
 from colearn_learner.factory import MliFactory
@@ -220,19 +220,14 @@ class LearnerServicer(pb_grpc.LearnerServicer):
         finally:
             sent.set()
 
-    def _send(
-        self,
-        weights: EncodedWeights,
-        message: type[WeightsMessage],
-        method: str,
-        context: grpc.ServicerContext,
-    ) -> Iterator[WeightsMessage]:
+    def _send(self, weights: EncodedWeights, method: str, context: grpc.ServicerContext) -> Iterator[bytes]:
+        """The weights' parts as serialized messages (``wire_parts``; the server sends them as they are)."""
         counter = self._metrics.weight_bytes.labels("out", method)
         with self._send_deadline(context):
             sent = 0
-            for part in iter_parts(weights, self._part_bytes, message=message):
-                yield part
-                chunk = min(self._part_bytes, weights.size - sent)  # reading part.data would copy it
+            for wire in wire_parts(weights, self._part_bytes):
+                yield wire
+                chunk = min(self._part_bytes, weights.size - sent)
                 sent += chunk
                 counter.inc(chunk)
 
@@ -249,8 +244,8 @@ class LearnerServicer(pb_grpc.LearnerServicer):
     @_model_call
     def ProposeWeights(
         self, request: pb.ProposeWeightsRequest, context: grpc.ServicerContext
-    ) -> Iterator[pb.ProposeWeightsResponse]:
-        yield from self._send(self._host.propose(), pb.ProposeWeightsResponse, "ProposeWeights", context)
+    ) -> Iterator[bytes]:  # serialized ProposeWeightsResponse messages
+        yield from self._send(self._host.propose(), "ProposeWeights", context)
 
     @_guarded
     @_model_call
@@ -293,10 +288,8 @@ class LearnerServicer(pb_grpc.LearnerServicer):
     @_model_call
     def GetCurrentWeights(
         self, request: pb.GetCurrentWeightsRequest, context: grpc.ServicerContext
-    ) -> Iterator[pb.GetCurrentWeightsResponse]:
-        yield from self._send(
-            self._host.current_weights(), pb.GetCurrentWeightsResponse, "GetCurrentWeights", context
-        )
+    ) -> Iterator[bytes]:  # serialized GetCurrentWeightsResponse messages
+        yield from self._send(self._host.current_weights(), "GetCurrentWeights", context)
 
     @_guarded
     @_model_call

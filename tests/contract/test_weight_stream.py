@@ -19,6 +19,7 @@ from colearn_contract.weight_stream import (
     WeightsStreamError,
     assemble,
     iter_parts,
+    wire_parts,
 )
 
 CAP = 64 * MIB
@@ -72,6 +73,43 @@ def test_parts_survive_serialisation_over_the_wire_format() -> None:
     back = assemble((pb.WeightsPart.FromString(b) for b in wire), max_total_bytes=CAP)
     assert back.data == weights.data
     assert back.proposal_id == "wire"
+
+
+@pytest.mark.parametrize("part_bytes", [MIN_PART_BYTES, 3 * MIB + 17, MAX_PART_BYTES])
+@pytest.mark.parametrize(
+    "size", [0, 1, 127, 128, 16383, 16384, MIB - 1, MIB, MIB + 1, 2 * MIB + 300, 9 * MIB + 1]
+)
+@pytest.mark.parametrize("proposal_id", ["", "p-1", "ü" * 200])
+def test_wire_parts_are_byte_for_byte_what_protobuf_serializes(
+    part_bytes: int, size: int, proposal_id: str
+) -> None:
+    """``wire_parts`` frames the data itself; any difference from protobuf's own bytes would be a bug. The
+    sizes cross every length a varint changes width at, for the data and for the whole part."""
+    weights = encoded(size, proposal_id)
+    framed = list(wire_parts(weights, part_bytes))
+    for message in (pb.TestWeightsRequest, pb.ProposeWeightsResponse):
+        assert framed == [m.SerializeToString() for m in iter_parts(weights, part_bytes, message=message)]
+    back = assemble((pb.SetWeightsRequest.FromString(w).part for w in framed), max_total_bytes=CAP)
+    assert back == weights and back.proposal_id == proposal_id
+
+
+def test_wire_parts_take_a_buffer_of_any_item_size() -> None:
+    """A buffer whose items are wider than a byte is cut by bytes, not items."""
+    import numpy as np
+
+    floats = np.arange(MIB // 2, dtype=np.float32)
+    weights = EncodedWeights.wrap(memoryview(floats))
+    framed = list(wire_parts(weights, MIN_PART_BYTES))
+    assert framed == [
+        m.SerializeToString() for m in iter_parts(weights, MIN_PART_BYTES, message=pb.SetWeightsRequest)
+    ]
+    assert assemble((pb.SetWeightsRequest.FromString(w).part for w in framed), CAP).data == floats.tobytes()
+
+
+@pytest.mark.parametrize("part_bytes", [MIN_PART_BYTES - 1, MAX_PART_BYTES + 1])
+def test_wire_parts_refuse_a_part_size_out_of_bounds(part_bytes: int) -> None:
+    with pytest.raises(ValueError, match="part_bytes must be between"):
+        next(wire_parts(encoded(10), part_bytes))
 
 
 WEIGHTS_MESSAGES = [
