@@ -4,8 +4,8 @@ Ours is ``collective_learning_round`` over ``LearnerClient``s: votes and accepts
 not vote, and the accept is ``AcceptProposal`` by id. The baseline, measured side by side over the same
 learner processes, is a round shaped like colearn 0.2.8's: every call in turn, the proposer also tests its
 own proposal, and every learner receives the weights twice (``TestWeights``, then ``SetWeights``).
-Training and evaluation take 0 s, so the round time is transport and codec only. Rounds of both kinds
-alternate, so that the machine's noise falls on both alike.
+Training and evaluation take 0 s, so the round time is transport and codec only. Rounds of every kind
+alternate, each starting the repetition in turn, so that the machine's noise falls on all alike.
 
 Two more figures come from the same runs. The relay before pipelining (the backend takes the whole
 proposal, then sends it to the voters) is ours with ``start_proposal`` hidden, so the round falls back to
@@ -94,7 +94,8 @@ def main() -> None:
         colearn_028_round(clients, VOTE_THRESHOLD, 1)
         collective_learning_round(unpipelined, VOTE_THRESHOLD, 0)
         raw_tcp_round(sink, payload, N_LEARNERS)
-        for r in range(runs):
+
+        def ours_round(r: int) -> None:
             start = time.perf_counter()
             result = collective_learning_round(clients, VOTE_THRESHOLD, 2 + 2 * r)
             ours.append(time.perf_counter() - start)
@@ -102,16 +103,29 @@ def main() -> None:
                 raise RuntimeError(f"round was not accepted cleanly: {result.errors or result.reason}")
             for phase in phases:
                 phases[phase].append(result.timings[phase])
+
+        def baseline_round(r: int) -> None:
             start = time.perf_counter()
             if not colearn_028_round(clients, VOTE_THRESHOLD, 3 + 2 * r):
                 raise RuntimeError("the baseline round was not accepted")
             baseline.append(time.perf_counter() - start)
+
+        def whole_first_round(r: int) -> None:
             start = time.perf_counter()
             if not collective_learning_round(unpipelined, VOTE_THRESHOLD, 2 + 2 * r).vote:
                 raise RuntimeError("the whole-first round was not accepted")
             whole_first.append(time.perf_counter() - start)
+
+        def raw_tcp_bytes(r: int) -> None:
             # The proposal comes in once and goes out to N - 1 voters: N payloads.
             raw_tcp.append(raw_tcp_round(sink, payload, N_LEARNERS))
+
+        kinds = [ours_round, baseline_round, whole_first_round, raw_tcp_bytes]
+        for r in range(runs):
+            # Each kind follows each other kind in turn: what a round leaves behind (freed memory, a
+            # busy learner) falls on every kind alike.
+            for kind in kinds[r % len(kinds) :] + kinds[: r % len(kinds)]:
+                kind(r)
             log(
                 f"round_100mb run {r + 1}/{runs}: ours {ours[-1]:.3f} s, whole-first relay "
                 f"{whole_first[-1]:.3f} s, colearn-0.2.8-style {baseline[-1]:.3f} s, "
