@@ -3,11 +3,11 @@ call, and threads kept between calls without one fan-out ever waiting for anothe
 
 from __future__ import annotations
 
-import os
 import threading
 from collections.abc import Iterator
 
 import pytest
+from fork_kit import needs_fork, passes_in_forked_child
 
 from backend_client import fan_out as fan_out_module
 from backend_client.fan_out import fan_out
@@ -82,20 +82,8 @@ def test_a_fan_out_inside_a_fan_out_gets_threads_of_its_own(monkeypatch: pytest.
     assert outcomes == {0: {0: 0, 1: 1}, 1: {2: 2, 3: 3}}
 
 
-@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
+@needs_fork
 def test_a_forked_child_gets_threads_of_its_own() -> None:
     fan_out(lambda i: i, [0])  # the parent's pool exists, with a thread
-    read, write = os.pipe()
-    pid = os.fork()
-    if pid == 0:  # the child: its copy of the pool has no threads; a fan-out must still finish
-        try:
-            ok = fan_out(lambda i: i + 1, range(3)) == {0: 1, 1: 2, 2: 3}
-            os.write(write, b"1" if ok else b"0")
-        finally:
-            os._exit(0)
-    os.close(write)
-    try:
-        assert os.read(read, 1) == b"1"
-    finally:
-        os.close(read)
-        os.waitpid(pid, 0)
+    # The child's copy of the pool has no threads; a fan-out must still finish.
+    assert passes_in_forked_child(lambda: fan_out(lambda i: i + 1, range(3)) == {0: 1, 1: 2, 2: 3})

@@ -3,11 +3,11 @@ each get a thread; an escaping exception reaches ``threading.excepthook`` and th
 
 from __future__ import annotations
 
-import os
 import queue
 import threading
 
 import pytest
+from fork_kit import needs_fork, passes_in_forked_child
 
 from colearn_contract.daemon_threads import DaemonThreads
 
@@ -67,20 +67,8 @@ def test_an_escaping_exception_reaches_the_excepthook(monkeypatch: pytest.Monkey
     assert ran_on(pool)[1] == "test-raises"  # the pool still serves
 
 
-@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
+@needs_fork
 def test_a_forked_child_starts_threads_of_its_own() -> None:
     pool = DaemonThreads("test-fork")
     ran_on(pool)  # an idle thread in the parent, which the child does not get
-    read, write = os.pipe()
-    pid = os.fork()
-    if pid == 0:
-        try:
-            os.write(write, b"1" if ran_on(pool)[1] == "test-fork" else b"0")
-        finally:
-            os._exit(0)
-    os.close(write)
-    try:
-        assert os.read(read, 1) == b"1"
-    finally:
-        os.close(read)
-        os.waitpid(pid, 0)
+    assert passes_in_forked_child(lambda: ran_on(pool)[1] == "test-fork")
