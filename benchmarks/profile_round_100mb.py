@@ -28,7 +28,7 @@ from backend_client.learner_client import LearnerClient
 from backend_client.rounds import collective_learning_round
 from colearn_contract.v1 import learner_pb2 as pb
 from colearn_contract.weight_relay import receive_relayed
-from colearn_contract.weight_stream import EncodedWeights, assemble, iter_parts
+from colearn_contract.weight_stream import EncodedWeights, assemble, wire_parts
 from colearn_learner.weight_adapters import decode_weights, encode_weights
 from colearn_runtime.memory_reuse import reuse_freed_memory
 
@@ -66,12 +66,8 @@ def stages(runs: int) -> None:
         state["encoded"] = EncodedWeights.wrap(state["data"], proposal_id="p")
         return state["encoded"]
 
-    def split() -> Any:
-        state["parts"] = list(iter_parts(state["encoded"], message=pb.ProposeWeightsResponse))
-        return state["parts"]
-
-    def serialize() -> Any:
-        state["wire"] = [p.SerializeToString() for p in state["parts"]]
+    def frame() -> Any:
+        state["wire"] = list(wire_parts(state["encoded"]))
         return state["wire"]
 
     def parse() -> Any:
@@ -91,8 +87,7 @@ def stages(runs: int) -> None:
     steps: list[tuple[str, str, Callable[[], Any]]] = [
         ("learner: encode_weights (safetensors layout, in place)", "proposer", encode),
         ("learner: sha256 (EncodedWeights.wrap)", "proposer", wrap),
-        ("sender: iter_parts (bytes() per part, built in its message)", "proposer, GetCurrentWeights", split),
-        ("sender: protobuf SerializeToString of parts", "proposer, GetCurrentWeights", serialize),
+        ("sender: wire_parts (the parts' messages, data copied once)", "proposer, GetCurrentWeights", frame),
         ("backend: receive_relayed (parse, sha256, keep the wire bytes)", "backend", relay),
         ("voter: protobuf parse of parts", "every voter", parse),
         ("voter: assemble (sha256 per part, one preallocated buffer)", "every voter", join),
