@@ -7,12 +7,12 @@ serves, over the same TLS and token settings as the rounds, and fails when any o
 from __future__ import annotations
 
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from backend_client.fan_out import fan_out
 from colearn_runtime.grpc_options import channel_options
 from colearn_runtime.transport_security import ClientSecurity
 
@@ -50,6 +50,12 @@ def check(address: str, security: ClientSecurity, timeout: float, service: str =
 
 
 def check_all(addresses: Sequence[str], security: ClientSecurity, timeout: float) -> list[Health]:
-    """Every learner at once, in the order given."""
-    with ThreadPoolExecutor(max_workers=min(32, max(1, len(addresses)))) as pool:
-        return list(pool.map(lambda a: check(a, security, timeout), addresses))
+    """Every learner at once (``fan_out``), in the order given."""
+    checked = fan_out(lambda i: check(addresses[i], security, timeout), range(len(addresses)))
+    results = []
+    for i in range(len(addresses)):
+        health = checked[i]
+        if isinstance(health, BaseException):
+            raise health  # not a learner's answer (those are reported): a fault of this process
+        results.append(health)
+    return results
