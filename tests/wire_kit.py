@@ -1,6 +1,7 @@
 """Helpers for tests that drive a learner the way a raw gRPC client or an operator does: call outcomes as
-status codes, hand-framed weight streams, console scripts of this venv, and plugin modules for learner
-processes. tests/learner, tests/security and tests/reliability share them.
+status codes, hand-framed weight streams, console scripts of this venv, plugin modules for learner
+processes, and scripted learner servicers served on 127.0.0.1. tests/learner, tests/security,
+tests/reliability and tests/backend share them.
 
 Not a test module. It sits beside conftest.py, whose folder pytest puts on ``sys.path``, so every test
 folder imports it by name.
@@ -13,6 +14,8 @@ import shutil
 import sys
 import textwrap
 from collections.abc import Callable, Iterable, Iterator
+from concurrent import futures
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +38,20 @@ def venv_tool(name: str) -> str:
     found = shutil.which(name, path=str(VENV_BIN)) or shutil.which(name)
     assert found, f"{name} is not installed in {VENV_BIN}"
     return found
+
+
+@contextmanager
+def serving(servicer: pb_grpc.LearnerServicer) -> Iterator[str]:
+    """Serves a scripted learner servicer on 127.0.0.1 (a free port) and yields its address; the server is
+    stopped, without grace, when the block ends."""
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
+    pb_grpc.add_LearnerServicer_to_server(servicer, server)
+    port = server.add_insecure_port("127.0.0.1:0")
+    server.start()
+    try:
+        yield f"127.0.0.1:{port}"
+    finally:
+        server.stop(grace=0).wait()
 
 
 def rpc_code(call: Callable[[], Any]) -> tuple[grpc.StatusCode, str]:

@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterator
-from concurrent import futures
 
 import grpc
 import pytest
+from wire_kit import serving
 
 from backend_client import LearnerClient, LearnerUnavailableError
 from colearn_contract.v1 import learner_pb2 as pb
@@ -45,12 +45,8 @@ class FlakyLearner(pb_grpc.LearnerServicer):
 @pytest.fixture
 def flaky() -> Iterator[tuple[FlakyLearner, str]]:
     servicer = FlakyLearner(failures=2)
-    server = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
-    pb_grpc.add_LearnerServicer_to_server(servicer, server)
-    port = server.add_insecure_port("127.0.0.1:0")
-    server.start()
-    yield servicer, f"127.0.0.1:{port}"
-    server.stop(grace=0)
+    with serving(servicer) as address:
+        yield servicer, address
 
 
 def test_an_idempotent_call_is_retried_until_the_learner_serves(flaky: tuple[FlakyLearner, str]) -> None:

@@ -6,12 +6,12 @@ from __future__ import annotations
 import json
 import threading
 from collections.abc import Callable, Iterator
-from concurrent import futures
 
 import grpc
 import numpy as np
 import pytest
 from conftest import free_port
+from wire_kit import serving
 
 from backend_client import (
     Deadlines,
@@ -69,15 +69,11 @@ class Misbehaving(pb_grpc.LearnerServicer):
 @pytest.fixture
 def misbehaving() -> Iterator[tuple[str, Misbehaving]]:
     servicer = Misbehaving()
-    server = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
-    pb_grpc.add_LearnerServicer_to_server(servicer, server)
-    port = server.add_insecure_port("127.0.0.1:0")
-    server.start()
-    try:
-        yield f"127.0.0.1:{port}", servicer
-    finally:
-        servicer.release.set()
-        server.stop(grace=0).wait()
+    with serving(servicer) as address:
+        try:
+            yield address, servicer
+        finally:
+            servicer.release.set()  # before the server stops: a call held open would hold its stop
 
 
 # -- errors are typed and say who, what and why -------------------------------------------------------------

@@ -11,13 +11,13 @@ from __future__ import annotations
 import threading
 import uuid
 from collections.abc import Callable, Iterator
-from concurrent import futures
 from pathlib import Path
 
 import grpc
 import numpy as np
 import pytest
 from reliability_kit import ToyFleet, started_calls, toy_parameters, wait_for
+from wire_kit import serving
 
 from backend_client import Deadlines, LearnerClient
 from backend_client.learner_client import _until_cancelled
@@ -69,12 +69,8 @@ class ScriptedProposer(pb_grpc.LearnerServicer):
 @pytest.fixture
 def proposer() -> Iterator[tuple[ScriptedProposer, str]]:
     servicer = ScriptedProposer()
-    server = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
-    pb_grpc.add_LearnerServicer_to_server(servicer, server)
-    port = server.add_insecure_port("127.0.0.1:0")
-    server.start()
-    yield servicer, f"127.0.0.1:{port}"
-    server.stop(grace=0)
+    with serving(servicer) as address:
+        yield servicer, address
 
 
 @pytest.fixture(scope="module")
