@@ -131,7 +131,7 @@ class ArrivingWeights(SerializedWeights):
         self._changed = threading.Condition()
         self._parts: list[bytes] = []
         self._first: pb.WeightsPart | None = None
-        self._all_in = False  # every byte has arrived and the digest is checked; the stream's end is to come
+        self._all_in = False  # every byte has arrived; the digest is checked at the stream's end, to come
         self._whole: RelayedWeights | None = None
         self._error: Exception | None = None
         self._wrap_error = error
